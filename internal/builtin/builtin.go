@@ -1,0 +1,38 @@
+// Package builtin lists the lockers and health checks compiled into offpeak.
+// They are served through the plugin protocol by re-executing the offpeak
+// binary (`offpeak plugin serve KIND NAME`), and used in-process only by the
+// simulator.
+package builtin
+
+import (
+	"log/slog"
+
+	"github.com/offpeak/offpeak/plugins"
+)
+
+// Locker describes a built-in locker.
+type Locker struct {
+	New func(log *slog.Logger) plugins.Locker
+	// Config returns a pointer to a zero config struct (json tags) so the
+	// policy validator can name unknown or mistyped keys.
+	Config func() any
+}
+
+// Check describes a built-in health check.
+type Check struct {
+	New    func(log *slog.Logger) plugins.HealthCheck
+	Config func() any
+}
+
+// Registry holds the built-ins by name.
+type Registry struct {
+	Lockers map[string]Locker
+	Checks  map[string]Check
+}
+
+// New returns the registry of everything compiled in. Keep one line per
+// built-in.
+func New() *Registry {
+	r := &Registry{Lockers: map[string]Locker{}, Checks: map[string]Check{}}
+	return r
+}

@@ -1,0 +1,125 @@
+// Package cli holds offpeak's cobra commands. Each command lives in its own
+// file and is wired into the tree by addCommands.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/offpeak/offpeak/internal/paths"
+)
+
+// App carries what every command needs; tests build one with their own
+// writers, root and clock.
+type App struct {
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+	Root   string // --root; see paths.EnvRoot
+	Now    func() time.Time
+	Logger *slog.Logger
+	// Exe is the path of the offpeak binary, re-executed to serve built-in
+	// plugins. Empty means os.Executable().
+	Exe      string
+	LogLevel string
+}
+
+// Layout resolves well-known paths below the root.
+func (a *App) Layout() paths.Layout { return paths.FromEnv(a.Root) }
+
+// ExitError carries a specific exit status (validate exits 1 on a bad policy).
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitError) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("exit status %d", e.Code)
+	}
+	return e.Err.Error()
+}
+func (e *ExitError) Unwrap() error { return e.Err }
+
+// errSilent marks an error already reported to the user.
+var errSilent = errors.New("reported")
+
+// Main runs the CLI and returns the process exit status.
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	app := &App{Stdin: stdin, Stdout: stdout, Stderr: stderr, Now: time.Now}
+	return app.Run(ctx, args)
+}
+
+// Run executes one command line.
+func (a *App) Run(ctx context.Context, args []string) int {
+	root := a.NewRootCmd()
+	root.SetArgs(args)
+	root.SetIn(a.Stdin)
+	root.SetOut(a.Stdout)
+	root.SetErr(a.Stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	var ee *ExitError
+	if errors.As(err, &ee) {
+		if ee.Err != nil && !errors.Is(ee.Err, errSilent) {
+			fmt.Fprintln(a.Stderr, "offpeak:", ee.Err)
+		}
+		return ee.Code
+	}
+	if !errors.Is(err, errSilent) {
+		fmt.Fprintln(a.Stderr, "offpeak:", err)
+	}
+	return 2
+}
+
+// NewRootCmd builds the command tree.
+func (a *App) NewRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "offpeak",
+		Short:         "Reboot hosts only inside maintenance windows, holding a cluster slot, after health checks",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if a.Logger == nil {
+				a.Logger = newLogger(a.Stderr, a.LogLevel)
+			}
+			if a.Now == nil {
+				a.Now = time.Now
+			}
+			return nil
+		},
+	}
+	root.PersistentFlags().StringVar(&a.Root, "root", "", "treat DIR as / for every file offpeak reads or writes (also $"+paths.EnvRoot+")")
+	root.PersistentFlags().StringVar(&a.LogLevel, "log-level", "info", "debug, info, warn or error")
+	a.addCommands(root)
+	return root
+}
+
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		lv = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lv}))
+}
+
+// exe returns the binary to re-execute for built-in plugins.
+func (a *App) exe() (string, error) {
+	if a.Exe != "" {
+		return a.Exe, nil
+	}
+	return os.Executable()
+}
+
+// addCommands wires every command. Keep one line per command.
+func (a *App) addCommands(root *cobra.Command) {
+}
