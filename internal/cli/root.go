@@ -122,4 +122,6 @@ func (a *App) exe() (string, error) {
 
 // addCommands wires every command. Keep one line per command.
 func (a *App) addCommands(root *cobra.Command) {
+	root.AddCommand(newNextCmd(a))
+	root.AddCommand(newPolicyCmd(a))
 }

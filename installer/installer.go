@@ -1,0 +1,42 @@
+// Package installer holds the update backends that stage an OS update without
+// rebooting, report whether one is staged, and after the reboot mark the new
+// slot good or roll back.
+package installer
+
+import (
+	"context"
+	"errors"
+)
+
+// ErrNotSupported is returned by a backend for an operation it cannot do
+// (the sentinel backend cannot stage or mark good).
+var ErrNotSupported = errors.New("not supported by this backend")
+
+// ErrUnknown means the backend could not tell whether an update is staged;
+// callers treat it as "do not reboot".
+var ErrUnknown = errors.New("staged state unknown")
+
+// Status is what a backend knows about the booted and the staged system.
+type Status struct {
+	Backend       string `json:"backend"`
+	BootedVersion string `json:"booted_version,omitempty"`
+	Staged        bool   `json:"staged"`
+	StagedVersion string `json:"staged_version,omitempty"`
+	// Detail is a human-readable note ("USR-B priority 2 tries 1").
+	Detail string `json:"detail,omitempty"`
+}
+
+// Backend is one way of installing updates. The scheduler declares its own
+// narrower interface; this one is what every backend implements.
+type Backend interface {
+	Name() string
+	// Status reports whether an update is staged. An error wrapping
+	// ErrUnknown means "cannot tell".
+	Status(ctx context.Context) (Status, error)
+	// Stage installs an update into the passive slot without rebooting.
+	Stage(ctx context.Context) error
+	// MarkGood records that the booted slot works (after post-boot checks).
+	MarkGood(ctx context.Context) error
+	// Rollback makes the previous slot the one to boot next.
+	Rollback(ctx context.Context) error
+}

@@ -1,0 +1,197 @@
+// Package checkutil holds the pieces the built-in health checks and the
+// webhook notifier share: result building, context-end reasons, text
+// truncation, URL redaction and TLS client setup.
+package checkutil
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/offpeak/offpeak/plugins"
+)
+
+// Result builds a CheckResult stamped with now().
+func Result(now func() time.Time, o plugins.Outcome, reason string, details map[string]string) plugins.CheckResult {
+	if now == nil {
+		now = time.Now
+	}
+	return plugins.CheckResult{Outcome: o, Reason: reason, Details: details, Time: now()}
+}
+
+// CtxReason explains why ctx ended: "timed out after D" for a deadline,
+// "canceled" otherwise. started is when the check began; D is the time the
+// caller allowed (deadline − started) so the reason names the configured
+// timeout rather than a jittery elapsed time. It returns "" while ctx is live.
+func CtxReason(ctx context.Context, started time.Time) string {
+	err := ctx.Err()
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, context.DeadlineExceeded):
+		d := time.Since(started)
+		if dl, ok := ctx.Deadline(); ok && dl.After(started) {
+			d = dl.Sub(started)
+		}
+		return "timed out after " + roundDuration(d).String()
+	default:
+		return "canceled"
+	}
+}
+
+func roundDuration(d time.Duration) time.Duration {
+	switch {
+	case d >= time.Second:
+		return d.Round(10 * time.Millisecond)
+	case d >= time.Millisecond:
+		return d.Round(time.Millisecond)
+	default:
+		return d
+	}
+}
+
+// Truncate shortens s to at most n bytes without splitting a UTF-8
+// sequence, marking the cut with "…". Invalid UTF-8 is replaced first, so
+// the result is always valid text for logs and JSON.
+func Truncate(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= n {
+		return s
+	}
+	const mark = "…"
+	if n <= len(mark) {
+		return ""
+	}
+	cut := n - len(mark)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + mark
+}
+
+// TruncateHead keeps the last n bytes of s (the end of a command's output
+// is usually what explains a failure), marking the cut with "…".
+func TruncateHead(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= n {
+		return s
+	}
+	const mark = "…"
+	if n <= len(mark) {
+		return ""
+	}
+	start := len(s) - (n - len(mark))
+	for start < len(s) && !utf8.RuneStart(s[start]) {
+		start++
+	}
+	return mark + s[start:]
+}
+
+// SafeURL renders u for logs and reasons: scheme, host and path only. User
+// info and the query are dropped because either may carry a secret.
+func SafeURL(u *url.URL) string {
+	if u == nil {
+		return ""
+	}
+	c := url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}
+	return c.String()
+}
+
+// ParseHTTPURL parses raw and requires an absolute http or https URL with a
+// host. Errors wrap plugins.ErrInvalidArgument and never echo user info.
+func ParseHTTPURL(raw string) (*url.URL, error) {
+	if raw == "" {
+		return nil, fmt.Errorf("%w: url is required", plugins.ErrInvalidArgument)
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		// url.Error would repeat the whole string, password included.
+		return nil, fmt.Errorf("%w: url does not parse", plugins.ErrInvalidArgument)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("%w: url scheme must be http or https, not %q", plugins.ErrInvalidArgument, u.Scheme)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("%w: url has no host", plugins.ErrInvalidArgument)
+	}
+	return u, nil
+}
+
+// TLSOptions selects the client side of TLS.
+type TLSOptions struct {
+	// CAFile, when set, is the only trust anchor (PEM, one or more
+	// certificates); the system roots are not consulted.
+	CAFile string
+	// CertFile and KeyFile give a client certificate for mutual TLS; both
+	// or neither.
+	CertFile, KeyFile  string
+	InsecureSkipVerify bool
+}
+
+// TLSConfig turns o into a tls.Config. Errors wrap plugins.ErrInvalidArgument
+// because each one is a setting that points at something unusable.
+func TLSConfig(o TLSOptions) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: o.InsecureSkipVerify} //nolint:gosec // opt-in setting
+	if o.CAFile != "" {
+		pem, err := os.ReadFile(o.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: ca_file: %w", plugins.ErrInvalidArgument, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%w: ca_file %s holds no PEM certificate", plugins.ErrInvalidArgument, o.CAFile)
+		}
+		cfg.RootCAs = pool
+	}
+	if (o.CertFile == "") != (o.KeyFile == "") {
+		return nil, fmt.Errorf("%w: client_cert and client_key must be given together", plugins.ErrInvalidArgument)
+	}
+	if o.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: client certificate: %w", plugins.ErrInvalidArgument, err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+// NewHTTPClient returns a client for one check or notification. It uses no
+// proxy from the environment (checks usually target local services, and the
+// agent's environment is not the operator's), keeps no idle connections and
+// does not follow redirects, so an expected 3xx can be asserted and
+// credentials are not forwarded to another host.
+func NewHTTPClient(tlsCfg *tls.Config) *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{
+			Proxy:               nil,
+			TLSClientConfig:     tlsCfg,
+			DisableKeepAlives:   true,
+			ForceAttemptHTTP2:   true,
+			TLSHandshakeTimeout: 10 * time.Second,
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// TransportError describes a failed HTTP round trip without the URL (which
+// the caller adds in its safe form) and without repeating "context deadline
+// exceeded" noise when ctx ended.
+func TransportError(ctx context.Context, started time.Time, err error) string {
+	if r := CtxReason(ctx, started); r != "" {
+		return r
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return err.Error()
+}

@@ -1,0 +1,226 @@
+// Package http is the built-in "http" health check: it sends one request
+// and passes when the status is expected and, if configured, the body
+// matches a regular expression.
+//
+// The check does not follow redirects (list 3xx in expect_status to accept
+// one), uses no proxy from the environment, and reads at most MaxBody bytes
+// of the body. Header values, user info and the query string of the URL are
+// never logged or put in a reason, since they may carry credentials.
+package http
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	nethttp "net/http"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/offpeak/offpeak/internal/checks/checkutil"
+	"github.com/offpeak/offpeak/plugins"
+)
+
+// MaxBody is how much of the response body is read and matched.
+const MaxBody = 1 << 20
+
+// Config is the [health.config] table of an http check.
+type Config struct {
+	// URL to request; http or https. Required.
+	URL string `json:"url"`
+	// Method defaults to GET.
+	Method string `json:"method,omitempty"`
+	// ExpectStatus lists the statuses that pass; default [200].
+	ExpectStatus []int `json:"expect_status,omitempty"`
+	// BodyRegex (RE2 syntax), when set, must match somewhere in the first
+	// MaxBody bytes of the body.
+	BodyRegex string `json:"body_regex,omitempty"`
+	// Headers are added to the request; "Host" sets the virtual host.
+	Headers map[string]string `json:"headers,omitempty"`
+	// CAFile (PEM), when set, is the only trust anchor for the server.
+	CAFile string `json:"ca_file,omitempty"`
+	// InsecureSkipVerify disables server certificate checks.
+	InsecureSkipVerify bool `json:"insecure_skip_verify,omitempty"`
+	// ClientCert and ClientKey (PEM files) enable mutual TLS.
+	ClientCert string `json:"client_cert,omitempty"`
+	ClientKey  string `json:"client_key,omitempty"`
+}
+
+// Check is the http health check.
+type Check struct {
+	log *slog.Logger
+	// Now stamps results; tests replace it.
+	Now func() time.Time
+}
+
+// New returns the http check.
+func New(log *slog.Logger) plugins.HealthCheck {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Check{log: log, Now: time.Now}
+}
+
+// prepared is a validated Config ready to send.
+type prepared struct {
+	req    *nethttp.Request
+	target string // method and safe URL, for reasons
+	expect []int
+	re     *regexp.Regexp
+	client *nethttp.Client
+}
+
+func prepare(ctx context.Context, cfg *Config) (*prepared, error) {
+	u, err := checkutil.ParseHTTPURL(cfg.URL)
+	if err != nil {
+		return nil, err
+	}
+	method := cfg.Method
+	if method == "" {
+		method = nethttp.MethodGet
+	}
+	if !validMethod(method) {
+		return nil, fmt.Errorf("%w: method %q is not an HTTP method token", plugins.ErrInvalidArgument, method)
+	}
+	expect := cfg.ExpectStatus
+	if len(expect) == 0 {
+		expect = []int{nethttp.StatusOK}
+	}
+	for _, s := range expect {
+		if s < 100 || s > 599 {
+			return nil, fmt.Errorf("%w: expect_status %d is not an HTTP status", plugins.ErrInvalidArgument, s)
+		}
+	}
+	var re *regexp.Regexp
+	if cfg.BodyRegex != "" {
+		if method == nethttp.MethodHead {
+			return nil, fmt.Errorf("%w: body_regex cannot be used with HEAD", plugins.ErrInvalidArgument)
+		}
+		if re, err = regexp.Compile(cfg.BodyRegex); err != nil {
+			return nil, fmt.Errorf("%w: body_regex: %w", plugins.ErrInvalidArgument, err)
+		}
+	}
+	tlsCfg, err := checkutil.TLSConfig(checkutil.TLSOptions{
+		CAFile: cfg.CAFile, CertFile: cfg.ClientCert, KeyFile: cfg.ClientKey,
+		InsecureSkipVerify: cfg.InsecureSkipVerify,
+	})
+	if err != nil {
+		return nil, err
+	}
+	req, err := nethttp.NewRequestWithContext(ctx, method, u.String(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: request: %w", plugins.ErrInvalidArgument, err)
+	}
+	req.Header.Set("User-Agent", "offpeak")
+	for k, v := range cfg.Headers {
+		if strings.EqualFold(k, "Host") {
+			req.Host = v
+			continue
+		}
+		if !validHeader(k, v) {
+			// The value may be a secret: name only the header.
+			return nil, fmt.Errorf("%w: header %q has an invalid name or value", plugins.ErrInvalidArgument, k)
+		}
+		req.Header.Set(k, v)
+	}
+	return &prepared{
+		req:    req,
+		target: method + " " + checkutil.SafeURL(u),
+		expect: expect,
+		re:     re,
+		client: checkutil.NewHTTPClient(tlsCfg),
+	}, nil
+}
+
+// Check sends the configured request once.
+func (c *Check) Check(ctx context.Context, req plugins.CheckRequest) (plugins.CheckResult, error) {
+	var cfg Config
+	if err := plugins.DecodeConfig(req.Config, &cfg); err != nil {
+		return plugins.CheckResult{}, fmt.Errorf("http check %q: %w", req.Name, err)
+	}
+	p, err := prepare(ctx, &cfg)
+	if err != nil {
+		return plugins.CheckResult{}, fmt.Errorf("http check %q: %w", req.Name, err)
+	}
+	started := time.Now()
+	res := c.run(ctx, p, started)
+	c.log.LogAttrs(ctx, slog.LevelDebug, "http check done",
+		slog.String("check", req.Name), slog.String("target", p.target),
+		slog.String("outcome", string(res.Outcome)), slog.Duration("took", time.Since(started)))
+	return res, nil
+}
+
+func (c *Check) run(ctx context.Context, p *prepared, started time.Time) plugins.CheckResult {
+	details := map[string]string{"target": p.target}
+	if r := checkutil.CtxReason(ctx, started); r != "" {
+		return checkutil.Result(c.Now, plugins.Error, r+": "+p.target, details)
+	}
+	resp, err := p.client.Do(p.req)
+	if err != nil {
+		return c.transportError(ctx, started, p.target, err, details)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxBody))
+	if err != nil {
+		return c.transportError(ctx, started, p.target, fmt.Errorf("reading body: %w", err), details)
+	}
+	details["status"] = strconv.Itoa(resp.StatusCode)
+	if !slices.Contains(p.expect, resp.StatusCode) {
+		return checkutil.Result(c.Now, plugins.Fail,
+			fmt.Sprintf("%s: status %s, want %s", p.target, statusText(resp), joinInts(p.expect)), details)
+	}
+	if p.re != nil && !p.re.Match(body) {
+		return checkutil.Result(c.Now, plugins.Fail,
+			fmt.Sprintf("%s: body does not match %s", p.target, checkutil.Truncate(strconv.Quote(p.re.String()), 120)), details)
+	}
+	return checkutil.Result(c.Now, plugins.Pass, fmt.Sprintf("%s: status %d", p.target, resp.StatusCode), details)
+}
+
+func (c *Check) transportError(ctx context.Context, started time.Time, target string, err error, details map[string]string) plugins.CheckResult {
+	if r := checkutil.CtxReason(ctx, started); r != "" {
+		return checkutil.Result(c.Now, plugins.Error, r+": "+target, details)
+	}
+	return checkutil.Result(c.Now, plugins.Error,
+		checkutil.Truncate(target+": "+checkutil.TransportError(ctx, started, err), 400), details)
+}
+
+func statusText(resp *nethttp.Response) string {
+	if t := nethttp.StatusText(resp.StatusCode); t != "" {
+		return strconv.Itoa(resp.StatusCode) + " " + t
+	}
+	return strconv.Itoa(resp.StatusCode)
+}
+
+func joinInts(v []int) string {
+	s := make([]string, len(v))
+	for i, n := range v {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, " or ")
+}
+
+// validMethod accepts an RFC 9110 token of letters, as every registered
+// method is.
+func validMethod(m string) bool {
+	for _, r := range m {
+		if (r < 'A' || r > 'Z') && (r < 'a' || r > 'z') {
+			return false
+		}
+	}
+	return m != ""
+}
+
+func validHeader(k, v string) bool {
+	if k == "" || strings.ContainsAny(v, "\r\n\x00") {
+		return false
+	}
+	for _, r := range k {
+		if r <= ' ' || r >= 0x7f || strings.ContainsRune(`"(),/:;<=>?@[\]{}`, r) {
+			return false
+		}
+	}
+	return true
+}

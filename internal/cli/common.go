@@ -1,0 +1,56 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/offpeak/offpeak/internal/builtin"
+	"github.com/offpeak/offpeak/internal/policy"
+)
+
+// policyOptions returns the options Load needs, including the config schemas
+// of the built-in plugins so their settings are checked with file and line.
+func (a *App) policyOptions(path string) policy.Options {
+	reg := builtin.New()
+	return policy.Options{
+		Path:   path,
+		Layout: a.Layout(),
+		Now:    a.Now(),
+		PluginConfig: func(kind, name string) any {
+			switch kind {
+			case "locker":
+				if l, ok := reg.Lockers[name]; ok && l.Config != nil {
+					return l.Config()
+				}
+			case "check":
+				if c, ok := reg.Checks[name]; ok && c.Config != nil {
+					return c.Config()
+				}
+			}
+			return nil
+		},
+	}
+}
+
+// loadPolicy loads the policy named by --policy, or the search order.
+func (a *App) loadPolicy(path string) (*policy.Policy, error) {
+	return policy.Load(a.policyOptions(path))
+}
+
+// checkOutput validates an --output value.
+func checkOutput(v string, allowed ...string) error {
+	for _, a := range allowed {
+		if v == a {
+			return nil
+		}
+	}
+	return fmt.Errorf("--output must be one of %s, not %q", strings.Join(allowed, ", "), v)
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

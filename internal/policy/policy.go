@@ -1,0 +1,256 @@
+// Package policy loads offpeak's TOML policy: the built-in default, vendor
+// drop-ins, /etc/offpeak/policy.toml and admin drop-ins, merged in that
+// order, validated with errors that name the file, line and key.
+package policy
+
+import (
+	"fmt"
+	"strings"
+	"time"
+	_ "time/tzdata" // zone rules must not depend on the host
+)
+
+// Strategies, as in DESIGN.md.
+const (
+	StrategyOff        = "off"
+	StrategyReboot     = "reboot"
+	StrategyEtcdLock   = "etcd-lock"
+	StrategyBestEffort = "best-effort"
+	StrategyWindow     = "window"
+)
+
+// Strategies lists the valid strategy names.
+var Strategies = []string{StrategyOff, StrategyReboot, StrategyEtcdLock, StrategyBestEffort, StrategyWindow}
+
+// Policy is the effective, merged policy.
+type Policy struct {
+	Strategy  string               `toml:"strategy" json:"strategy"`
+	Node      Node                 `toml:"node" json:"node"`
+	Windows   []Window             `toml:"window,omitempty" json:"window"`
+	Blackouts []Blackout           `toml:"blackout,omitempty" json:"blackout"`
+	Lock      Lock                 `toml:"lock" json:"lock"`
+	Health    []Health             `toml:"health,omitempty" json:"health"`
+	Detect    []Detect             `toml:"detect,omitempty" json:"detect"`
+	Installer Installer            `toml:"installer" json:"installer"`
+	Reboot    Reboot               `toml:"reboot" json:"reboot"`
+	Agent     Agent                `toml:"agent" json:"agent"`
+	PostBoot  PostBoot             `toml:"post_boot" json:"post_boot"`
+	Budget    Budget               `toml:"budget" json:"budget"`
+	Notify    Notify               `toml:"notify" json:"notify"`
+	Plugins   map[string]PluginPin `toml:"plugins,omitempty" json:"plugins"`
+
+	// Sources lists the files merged into this policy, in order; empty means
+	// the built-in default alone.
+	Sources []string `toml:"-" json:"-"`
+}
+
+// Node identifies this host.
+type Node struct {
+	ID       string `toml:"id" json:"id"` // default: /etc/machine-id
+	Group    string `toml:"group" json:"group"`
+	Hostname string `toml:"hostname" json:"hostname"` // default: os.Hostname
+}
+
+// Window is one maintenance window: a cron start in its own zone and an
+// elapsed duration.
+type Window struct {
+	Name     string   `toml:"name" json:"name"`
+	Start    string   `toml:"start" json:"start"`
+	Duration Duration `toml:"duration" json:"duration"`
+	Timezone string   `toml:"timezone" json:"timezone"`
+	Cutoff   Duration `toml:"cutoff" json:"cutoff"`
+
+	Source Source `toml:"-" json:"-"`
+}
+
+// Location returns the window's zone (UTC when unset).
+func (w Window) Location() (*time.Location, error) {
+	if w.Timezone == "" {
+		return time.UTC, nil
+	}
+	return time.LoadLocation(w.Timezone)
+}
+
+// Blackout is a period in which no reboot starts.
+type Blackout struct {
+	From     time.Time `toml:"from" json:"from"`
+	Until    time.Time `toml:"until" json:"until"`
+	Reason   string    `toml:"reason" json:"reason"`
+	Timezone string    `toml:"timezone" json:"timezone"` // zone for local date-times; default UTC
+
+	Source Source `toml:"-" json:"-"`
+}
+
+// Lock chooses the locker.
+type Lock struct {
+	Plugin     string         `toml:"plugin" json:"plugin"`
+	Slots      int            `toml:"slots" json:"slots"`
+	StaleAfter Duration       `toml:"stale_after" json:"stale_after"`
+	Timeout    Duration       `toml:"timeout" json:"timeout"`
+	Config     map[string]any `toml:"config" json:"config,omitempty"`
+}
+
+// Health is one health check.
+type Health struct {
+	Name     string         `toml:"name" json:"name"`
+	Plugin   string         `toml:"plugin" json:"plugin"`
+	Phase    string         `toml:"phase" json:"phase"`
+	Timeout  Duration       `toml:"timeout" json:"timeout"`
+	Retries  int            `toml:"retries" json:"retries"`
+	Interval Duration       `toml:"interval" json:"interval"`
+	OnError  string         `toml:"on_error" json:"on_error"` // "fail" (default) or "pass"
+	Config   map[string]any `toml:"config" json:"config,omitempty"`
+
+	Source Source `toml:"-" json:"-"`
+}
+
+// Health phases and on_error values.
+const (
+	PhasePreReboot = "pre-reboot"
+	PhasePostBoot  = "post-boot"
+	OnErrorFail    = "fail"
+	OnErrorPass    = "pass"
+)
+
+// Detect is one reboot-needed source.
+type Detect struct {
+	Kind       string   `toml:"kind" json:"kind"`               // file | command | installer
+	Path       string   `toml:"path" json:"path"`               // kind file
+	Argv       []string `toml:"argv" json:"argv"`               // kind command
+	NeededExit int      `toml:"needed_exit" json:"needed_exit"` // kind command; default 1
+	Timeout    Duration `toml:"timeout" json:"timeout"`
+
+	Source Source `toml:"-" json:"-"`
+}
+
+// Detection kinds.
+const (
+	DetectFile      = "file"
+	DetectCommand   = "command"
+	DetectInstaller = "installer"
+)
+
+// Installer chooses the update backend.
+type Installer struct {
+	Backend string         `toml:"backend" json:"backend"` // none | sentinel | gpt | update-engine | rpm-ostree | bootc
+	Config  map[string]any `toml:"config" json:"config,omitempty"`
+}
+
+// Reboot says how to reboot.
+type Reboot struct {
+	Method         string   `toml:"method" json:"method"` // logind | systemctl
+	Warn           Duration `toml:"warn" json:"warn"`     // broadcast this long before rebooting
+	Message        string   `toml:"message" json:"message"`
+	MaxInhibitWait Duration `toml:"max_inhibit_wait" json:"max_inhibit_wait"`
+}
+
+// Agent tunes the long-running loop.
+type Agent struct {
+	Interval Duration `toml:"interval" json:"interval"`
+	Jitter   Duration `toml:"jitter" json:"jitter"`
+}
+
+// PostBoot tunes the after-reboot phase.
+type PostBoot struct {
+	Grace Duration `toml:"grace" json:"grace"`
+}
+
+// Budget limits reboots per node so no reboot loop is possible.
+type Budget struct {
+	MaxReboots int      `toml:"max_reboots" json:"max_reboots"`
+	Period     Duration `toml:"period" json:"period"`
+}
+
+// Notify configures the webhook.
+type Notify struct {
+	Webhook string            `toml:"webhook" json:"webhook"`
+	CAFile  string            `toml:"ca_file" json:"ca_file"`
+	Timeout Duration          `toml:"timeout" json:"timeout"`
+	Headers map[string]string `toml:"headers" json:"-"` // may hold credentials: never printed
+}
+
+// PluginPin pins a plugin binary.
+type PluginPin struct {
+	SHA256 string `toml:"sha256" json:"sha256"`
+}
+
+// Source is where an entry was defined.
+type Source struct {
+	File string
+	Line int
+}
+
+func (s Source) String() string {
+	if s.File == "" {
+		return "built-in default"
+	}
+	return fmt.Sprintf("%s:%d", s.File, s.Line)
+}
+
+// Duration is a time.Duration written as a string ("90m", "2h", "1d").
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (d Duration) MarshalText() ([]byte, error) { return []byte(FormatDuration(time.Duration(d))), nil }
+
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// ParseDuration accepts Go durations plus a "d" (24h) unit.
+func ParseDuration(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, fmt.Errorf("empty duration")
+	}
+	var days time.Duration
+	if i := indexDays(s); i >= 0 {
+		var n int
+		if _, err := fmt.Sscanf(s[:i], "%d", &n); err != nil || fmt.Sprint(n) != s[:i] || n < 0 {
+			return 0, fmt.Errorf("bad duration %q (use e.g. \"90m\", \"2h30m\", \"1d\")", s)
+		}
+		days = time.Duration(n) * 24 * time.Hour
+		s = s[i+1:]
+		if s == "" {
+			return days, nil
+		}
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("bad duration %q (use e.g. \"90m\", \"2h30m\", \"1d\")", s)
+	}
+	if d < 0 {
+		return 0, fmt.Errorf("negative duration %q", s)
+	}
+	return days + d, nil
+}
+
+func indexDays(s string) int {
+	for i, c := range s {
+		if c == 'd' {
+			return i
+		}
+		if c != '-' && (c < '0' || c > '9') {
+			return -1
+		}
+	}
+	return -1
+}
+
+// FormatDuration prints d compactly ("3h", "1h30m", "45s").
+func FormatDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}

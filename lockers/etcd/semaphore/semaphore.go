@@ -1,0 +1,382 @@
+// Package semaphore holds the storage-independent part of offpeak's
+// key-value lockers (etcd and Consul): the airlock-compatible semaphore value
+// {"total_slots":N,"holders":[...]}, the records offpeak keeps beside it
+// (holder metadata, the freeze marker, reclaim events) and the pure decision
+// an Acquire makes from a snapshot of them. The backends only read a
+// snapshot, call Plan, and write the plan with one compare-and-swap.
+package semaphore
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/offpeak/offpeak/plugins"
+)
+
+// ErrMalformed marks a stored record that does not decode. Nothing is
+// written back over it; an operator has to repair or delete it.
+var ErrMalformed = errors.New("malformed lock record")
+
+// MaxIDLen bounds group names and node ids; they end up in keys.
+const MaxIDLen = 253
+
+// AirlockKey is the key airlock (and therefore FleetLock clients behind it)
+// uses for a group's semaphore. The group is query-escaped as airlock does.
+func AirlockKey(group string) string {
+	return "com.coreos.airlock/groups/" + url.QueryEscape(group) + "/v1/semaphore"
+}
+
+// EscapeSegment makes a group or id safe to use as one key segment.
+func EscapeSegment(s string) string { return url.QueryEscape(s) }
+
+// ValidateName checks a group name or node id: non-empty, bounded, printable.
+func ValidateName(kind, s string) error {
+	switch {
+	case s == "":
+		return fmt.Errorf("%w: empty %s", plugins.ErrInvalidArgument, kind)
+	case len(s) > MaxIDLen:
+		return fmt.Errorf("%w: %s longer than %d bytes", plugins.ErrInvalidArgument, kind, MaxIDLen)
+	case !utf8.ValidString(s):
+		return fmt.Errorf("%w: %s is not valid UTF-8", plugins.ErrInvalidArgument, kind)
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) || unicode.IsSpace(r) {
+			return fmt.Errorf("%w: %s %q contains a space or control character", plugins.ErrInvalidArgument, kind, s)
+		}
+	}
+	return nil
+}
+
+// Value is the semaphore exactly as airlock stores it. Fields written by
+// other tools are kept in Extra and written back unchanged, so offpeak never
+// drops data it does not understand.
+type Value struct {
+	TotalSlots uint64
+	Holders    []string // kept sorted: airlock binary-searches this list
+	Extra      map[string]json.RawMessage
+}
+
+// New returns an empty semaphore with n slots.
+func New(n uint64) *Value { return &Value{TotalSlots: n, Holders: []string{}} }
+
+// Parse decodes and checks a stored semaphore. It rejects anything airlock
+// could not have written: a non-object, a missing or non-integer
+// total_slots, holders that are not a list of distinct non-empty strings.
+func Parse(b []byte) (*Value, error) {
+	var raw map[string]json.RawMessage
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&raw); err != nil {
+		return nil, fmt.Errorf("%w: semaphore is not a JSON object: %w", ErrMalformed, err)
+	}
+	if raw == nil {
+		return nil, fmt.Errorf("%w: semaphore is null", ErrMalformed)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%w: trailing data after semaphore object", ErrMalformed)
+	}
+	v := &Value{Holders: []string{}}
+	ts, ok := raw["total_slots"]
+	if !ok {
+		return nil, fmt.Errorf("%w: semaphore has no total_slots", ErrMalformed)
+	}
+	if err := json.Unmarshal(ts, &v.TotalSlots); err != nil {
+		return nil, fmt.Errorf("%w: total_slots must be a non-negative integer: %s", ErrMalformed, ts)
+	}
+	if v.TotalSlots > 1<<31 {
+		return nil, fmt.Errorf("%w: total_slots %d is implausibly large", ErrMalformed, v.TotalSlots)
+	}
+	if hs, ok := raw["holders"]; ok && string(hs) != "null" {
+		if err := json.Unmarshal(hs, &v.Holders); err != nil {
+			return nil, fmt.Errorf("%w: holders must be a list of strings: %w", ErrMalformed, err)
+		}
+	}
+	seen := make(map[string]bool, len(v.Holders))
+	for _, h := range v.Holders {
+		if h == "" {
+			return nil, fmt.Errorf("%w: empty holder id", ErrMalformed)
+		}
+		if seen[h] {
+			return nil, fmt.Errorf("%w: holder %q listed twice", ErrMalformed, h)
+		}
+		seen[h] = true
+	}
+	sort.Strings(v.Holders)
+	delete(raw, "total_slots")
+	delete(raw, "holders")
+	if len(raw) > 0 {
+		v.Extra = raw
+	}
+	return v, nil
+}
+
+// Marshal encodes the semaphore with total_slots and holders first, in
+// airlock's order and types, followed by any preserved extra fields.
+func (v *Value) Marshal() ([]byte, error) {
+	var buf bytes.Buffer
+	hs := v.Holders
+	if hs == nil {
+		hs = []string{}
+	}
+	h, err := json.Marshal(hs)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(&buf, `{"total_slots":%d,"holders":%s`, v.TotalSlots, h)
+	keys := make([]string, 0, len(v.Extra))
+	for k := range v.Extra {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		kb, err := json.Marshal(k)
+		if err != nil {
+			return nil, err
+		}
+		buf.WriteByte(',')
+		buf.Write(kb)
+		buf.WriteByte(':')
+		buf.Write(v.Extra[k])
+	}
+	buf.WriteByte('}')
+	return buf.Bytes(), nil
+}
+
+// Clone returns a deep copy.
+func (v *Value) Clone() *Value {
+	c := &Value{TotalSlots: v.TotalSlots, Holders: slices.Clone(v.Holders)}
+	if c.Holders == nil {
+		c.Holders = []string{}
+	}
+	if v.Extra != nil {
+		c.Extra = make(map[string]json.RawMessage, len(v.Extra))
+		for k, x := range v.Extra {
+			c.Extra[k] = x
+		}
+	}
+	return c
+}
+
+// Has reports whether id holds a slot.
+func (v *Value) Has(id string) bool {
+	i := sort.SearchStrings(v.Holders, id)
+	return i < len(v.Holders) && v.Holders[i] == id
+}
+
+// Add inserts id, keeping the list sorted. It does not check capacity.
+func (v *Value) Add(id string) {
+	i := sort.SearchStrings(v.Holders, id)
+	if i < len(v.Holders) && v.Holders[i] == id {
+		return
+	}
+	v.Holders = slices.Insert(v.Holders, i, id)
+}
+
+// Remove deletes id and reports whether it was present.
+func (v *Value) Remove(id string) bool {
+	i := sort.SearchStrings(v.Holders, id)
+	if i < len(v.Holders) && v.Holders[i] == id {
+		v.Holders = slices.Delete(v.Holders, i, i+1)
+		return true
+	}
+	return false
+}
+
+// Frozen is the freeze marker stored beside the semaphore.
+type Frozen struct {
+	Reason string    `json:"reason"`
+	By     string    `json:"by,omitempty"`
+	At     time.Time `json:"at,omitzero"`
+}
+
+// ParseFrozen decodes a freeze marker.
+func ParseFrozen(b []byte) (*Frozen, error) {
+	var f Frozen
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, fmt.Errorf("%w: freeze marker: %w", ErrMalformed, err)
+	}
+	return &f, nil
+}
+
+// ParseHolder decodes a holder metadata record and checks it belongs to id.
+func ParseHolder(id string, b []byte) (plugins.Holder, error) {
+	var h plugins.Holder
+	if err := json.Unmarshal(b, &h); err != nil {
+		return plugins.Holder{}, fmt.Errorf("%w: metadata of holder %q: %w", ErrMalformed, id, err)
+	}
+	if h.ID != id {
+		return plugins.Holder{}, fmt.Errorf("%w: metadata stored for holder %q names %q", ErrMalformed, id, h.ID)
+	}
+	return h, nil
+}
+
+// Event is a history record, written when a stale holder is reclaimed.
+type Event struct {
+	Time   time.Time      `json:"time"`
+	Kind   string         `json:"kind"` // "reclaim"
+	Reason string         `json:"reason"`
+	By     string         `json:"by"` // the node whose request removed the holder
+	Holder plugins.Holder `json:"holder"`
+}
+
+// EventSuffix is the key suffix of an event: sortable by time, unique per holder.
+func EventSuffix(t time.Time, id string) string {
+	return fmt.Sprintf("%020d-%s", t.UnixNano(), EscapeSegment(id))
+}
+
+// Snapshot is one consistent read of a group.
+type Snapshot struct {
+	Sem    *Value                    // nil: the semaphore does not exist yet
+	Meta   map[string]plugins.Holder // holder metadata by id; may hold ids not in Sem
+	Frozen *Frozen                   // nil: not frozen
+}
+
+// State builds the public view: the semaphore's ids merged with metadata.
+// Ids without metadata (written by airlock or a FleetLock client) carry only
+// their ID.
+func (s Snapshot) State(group string, revision uint64) plugins.LockState {
+	st := plugins.LockState{Group: group, Holders: []plugins.Holder{}, Revision: revision}
+	if s.Sem != nil {
+		st.Slots = int(s.Sem.TotalSlots)
+		for _, id := range s.Sem.Holders {
+			h, ok := s.Meta[id]
+			if !ok {
+				h = plugins.Holder{ID: id}
+			}
+			st.Holders = append(st.Holders, h)
+		}
+	}
+	if s.Frozen != nil {
+		st.Frozen = true
+		st.FrozenReason = s.Frozen.Reason
+		st.FrozenBy = s.Frozen.By
+		st.FrozenAt = s.Frozen.At
+	}
+	return st
+}
+
+// Plan is what an Acquire must write, decided from a Snapshot.
+type Plan struct {
+	Granted bool
+	// Frozen: refused because the group is frozen; nothing is written.
+	Frozen bool
+	// Sem is the new semaphore to CAS in; nil leaves it untouched (a holder
+	// refreshing its record, or a refusal).
+	Sem *Value
+	// Holder is the metadata to store for the requester when Granted.
+	Holder plugins.Holder
+	// Reclaimed are stale holders removed by this write; their metadata is
+	// deleted and an Event recorded for each.
+	Reclaimed []plugins.Holder
+	// CheckNotFrozen: the write must fail if a freeze marker appeared since
+	// the read (set whenever a new holder is added).
+	CheckNotFrozen bool
+}
+
+// Writes reports whether the plan changes anything.
+func (p Plan) Writes() bool { return p.Sem != nil || p.Granted }
+
+// Apply returns the snapshot after p is applied to s.
+func (p Plan) Apply(s Snapshot) Snapshot {
+	out := Snapshot{Sem: s.Sem, Frozen: s.Frozen, Meta: make(map[string]plugins.Holder, len(s.Meta)+1)}
+	for k, v := range s.Meta {
+		out.Meta[k] = v
+	}
+	if p.Sem != nil {
+		out.Sem = p.Sem
+	}
+	for _, r := range p.Reclaimed {
+		delete(out.Meta, r.ID)
+	}
+	if p.Granted {
+		out.Meta[p.Holder.ID] = p.Holder
+	}
+	return out
+}
+
+// Decide plans an Acquire. now is req.Now or the locker's clock.
+//
+// Rules: an existing holder is always granted and its record refreshed,
+// even in a frozen group. A frozen group grants nobody new and reclaims
+// nothing. With ReclaimStale, every holder whose Deadline is set and not
+// after now is removed, whether or not the requester then fits. A new
+// holder is added only while the holders number fewer than total_slots.
+func Decide(s Snapshot, req plugins.AcquireRequest, now time.Time) (Plan, error) {
+	if err := ValidateName("group", req.Group); err != nil {
+		return Plan{}, err
+	}
+	if err := ValidateName("holder id", req.Holder.ID); err != nil {
+		return Plan{}, err
+	}
+	id := req.Holder.ID
+	h := req.Holder
+	if h.AcquiredAt.IsZero() {
+		if old, ok := s.Meta[id]; ok && s.Sem != nil && s.Sem.Has(id) && !old.AcquiredAt.IsZero() {
+			h.AcquiredAt = old.AcquiredAt
+		} else {
+			h.AcquiredAt = now
+		}
+	}
+	if s.Sem != nil && s.Sem.Has(id) {
+		return Plan{Granted: true, Holder: h}, nil
+	}
+	if s.Frozen != nil {
+		return Plan{Frozen: true}, nil
+	}
+	var sem *Value
+	if s.Sem == nil {
+		if req.Slots < 1 {
+			return Plan{}, fmt.Errorf("%w: group %q has no semaphore yet and the request asks for %d slots", plugins.ErrInvalidArgument, req.Group, req.Slots)
+		}
+		sem = New(uint64(req.Slots))
+	} else {
+		sem = s.Sem.Clone()
+	}
+	var p Plan
+	if req.ReclaimStale {
+		for _, hid := range slices.Clone(sem.Holders) {
+			m, ok := s.Meta[hid]
+			if !ok || m.Deadline.IsZero() || now.Before(m.Deadline) {
+				continue
+			}
+			sem.Remove(hid)
+			p.Reclaimed = append(p.Reclaimed, m)
+		}
+	}
+	if uint64(len(sem.Holders)) < sem.TotalSlots {
+		sem.Add(id)
+		p.Granted = true
+		p.Holder = h
+		p.CheckNotFrozen = true
+	}
+	if p.Granted || len(p.Reclaimed) > 0 || s.Sem == nil {
+		p.Sem = sem
+	}
+	return p, nil
+}
+
+// StaleReason is the event reason for a reclaimed holder.
+func StaleReason(h plugins.Holder, now time.Time) string {
+	return fmt.Sprintf("stale: deadline %s passed (now %s)", h.Deadline.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+}
+
+// TrimPrefix strips a key prefix and unescapes the remaining segment.
+func TrimPrefix(key, prefix string) (string, bool) {
+	rest, ok := strings.CutPrefix(key, prefix)
+	if !ok || rest == "" || strings.Contains(rest, "/") {
+		return "", false
+	}
+	s, err := url.QueryUnescape(rest)
+	if err != nil {
+		return "", false
+	}
+	return s, true
+}

@@ -1,0 +1,487 @@
+// Package lockertest is a conformance suite for plugins.Locker
+// implementations. A backend's test calls Run with a constructor that returns
+// a configured locker on a real store; every subtest uses its own group, so
+// the constructor may hand out lockers sharing one store.
+//
+// Behaviour pinned here, for every backend:
+//   - at most Slots holders; Slots only matters when the group is created;
+//   - Acquire is idempotent for a holder and refreshes its record;
+//   - Release of a non-holder is ErrNotHolder;
+//   - a frozen group refuses new holders with ErrFrozen (Granted false) but
+//     re-grants existing holders, and they may release;
+//   - SetSlots never evicts; below the holder count nobody new is granted;
+//   - a holder past its Deadline is removed only by a request with
+//     ReclaimStale whose Now is at or after that Deadline;
+//   - Wait returns once the group changed after the given revision, and
+//     returns ctx's error when ctx ends first.
+package lockertest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/offpeak/offpeak/plugins"
+)
+
+// Run runs the suite. newLocker is called once per subtest.
+func Run(t *testing.T, newLocker func(t *testing.T) plugins.Locker) {
+	cases := []struct {
+		name string
+		fn   func(t *testing.T, l plugins.Locker, group string)
+	}{
+		{"GrantsUpToSlots", testGrantsUpToSlots},
+		{"SlotsOnlyOnCreation", testSlotsOnlyOnCreation},
+		{"IdempotentAcquire", testIdempotentAcquire},
+		{"HolderMetadata", testHolderMetadata},
+		{"Release", testRelease},
+		{"FrozenRefusesNewKeepsExisting", testFrozen},
+		{"SetSlotsWithHolders", testSetSlots},
+		{"StaleReclaim", testStaleReclaim},
+		{"WaitWakesOnChange", testWaitWakes},
+		{"WaitHonoursContext", testWaitContext},
+		{"ConcurrentAcquireNeverExceedsSlots", testConcurrent},
+		{"InvalidArguments", testInvalid},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			l := newLocker(t)
+			c.fn(t, l, Group(t, c.name))
+		})
+	}
+}
+
+// Group returns a group name unique to this run, so subtests sharing a store
+// do not see each other.
+func Group(t testing.TB, base string) string {
+	b := make([]byte, 4)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("lt-%s-%s", base, hex.EncodeToString(b))
+}
+
+// Ctx returns a context that ends with the test (at most a minute).
+func Ctx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func acquire(t *testing.T, l plugins.Locker, group, id string, slots int) plugins.AcquireResult {
+	t.Helper()
+	res, err := l.Acquire(Ctx(t), plugins.AcquireRequest{Group: group, Holder: plugins.Holder{ID: id}, Slots: slots})
+	if err != nil {
+		t.Fatalf("Acquire(%s): %v", id, err)
+	}
+	return res
+}
+
+func mustGrant(t *testing.T, l plugins.Locker, group, id string, slots int) plugins.AcquireResult {
+	t.Helper()
+	res := acquire(t, l, group, id, slots)
+	if !res.Granted {
+		t.Fatalf("Acquire(%s) not granted; state %+v", id, res.State)
+	}
+	if !res.State.Holds(id) {
+		t.Fatalf("Acquire(%s) granted but the returned state does not list it: %+v", id, res.State)
+	}
+	return res
+}
+
+func mustDeny(t *testing.T, l plugins.Locker, group, id string, slots int) plugins.AcquireResult {
+	t.Helper()
+	res := acquire(t, l, group, id, slots)
+	if res.Granted {
+		t.Fatalf("Acquire(%s) granted, want refused; state %+v", id, res.State)
+	}
+	if res.State.Holds(id) {
+		t.Fatalf("Acquire(%s) refused but the state lists it: %+v", id, res.State)
+	}
+	return res
+}
+
+func status(t *testing.T, l plugins.Locker, group string) plugins.LockState {
+	t.Helper()
+	st, err := l.Status(Ctx(t), group)
+	if err != nil {
+		t.Fatalf("Status: %v", err)
+	}
+	return st
+}
+
+func release(t *testing.T, l plugins.Locker, group, id string) {
+	t.Helper()
+	if err := l.Release(Ctx(t), plugins.ReleaseRequest{Group: group, ID: id, Reason: "test"}); err != nil {
+		t.Fatalf("Release(%s): %v", id, err)
+	}
+}
+
+func ids(st plugins.LockState) map[string]bool {
+	m := map[string]bool{}
+	for _, h := range st.Holders {
+		m[h.ID] = true
+	}
+	return m
+}
+
+func wantHolders(t *testing.T, st plugins.LockState, want ...string) {
+	t.Helper()
+	got := ids(st)
+	if len(got) != len(want) || len(st.Holders) != len(want) {
+		t.Fatalf("holders = %v, want %v", st.Holders, want)
+	}
+	for _, w := range want {
+		if !got[w] {
+			t.Fatalf("holders = %v, want %v", st.Holders, want)
+		}
+	}
+}
+
+func testGrantsUpToSlots(t *testing.T, l plugins.Locker, g string) {
+	for _, id := range []string{"n1", "n2", "n3"} {
+		mustGrant(t, l, g, id, 3)
+	}
+	for _, id := range []string{"n4", "n5"} {
+		res := mustDeny(t, l, g, id, 3)
+		if res.State.Slots != 3 || len(res.State.Holders) != 3 {
+			t.Fatalf("refusal state = %+v, want 3 of 3 slots used", res.State)
+		}
+	}
+	st := status(t, l, g)
+	if st.Group != g || st.Slots != 3 {
+		t.Fatalf("status = %+v, want group %s with 3 slots", st, g)
+	}
+	wantHolders(t, st, "n1", "n2", "n3")
+}
+
+func testSlotsOnlyOnCreation(t *testing.T, l plugins.Locker, g string) {
+	mustGrant(t, l, g, "n1", 2)
+	mustGrant(t, l, g, "n2", 5)
+	mustDeny(t, l, g, "n3", 5)
+	if st := status(t, l, g); st.Slots != 2 {
+		t.Fatalf("slots = %d, want the creating request's 2", st.Slots)
+	}
+}
+
+func testIdempotentAcquire(t *testing.T, l plugins.Locker, g string) {
+	ctx := Ctx(t)
+	mustGrant(t, l, g, "n1", 1)
+	res, err := l.Acquire(ctx, plugins.AcquireRequest{Group: g, Slots: 1, Holder: plugins.Holder{ID: "n1", Hostname: "refreshed"}})
+	if err != nil || !res.Granted {
+		t.Fatalf("second Acquire by the holder = %+v, %v; want granted", res, err)
+	}
+	st := status(t, l, g)
+	wantHolders(t, st, "n1")
+	if h := st.Holders[0]; h.Hostname != "refreshed" {
+		t.Fatalf("holder record not refreshed: %+v", h)
+	}
+	mustDeny(t, l, g, "n2", 1)
+}
+
+func testHolderMetadata(t *testing.T, l plugins.Locker, g string) {
+	at := time.Date(2026, 3, 1, 2, 0, 0, 0, time.UTC)
+	want := plugins.Holder{
+		ID: "n1", Hostname: "web-1.example", BootID: "b00t", Version: "4152.2.0",
+		AcquiredAt: at, Deadline: at.Add(2 * time.Hour), Meta: map[string]string{"rack": "r7"},
+	}
+	res, err := l.Acquire(Ctx(t), plugins.AcquireRequest{Group: g, Slots: 1, Holder: want})
+	if err != nil || !res.Granted {
+		t.Fatalf("Acquire = %+v, %v", res, err)
+	}
+	st := status(t, l, g)
+	wantHolders(t, st, "n1")
+	got := st.Holders[0]
+	if got.Hostname != want.Hostname || got.BootID != want.BootID || got.Version != want.Version ||
+		!got.AcquiredAt.Equal(want.AcquiredAt) || !got.Deadline.Equal(want.Deadline) || got.Meta["rack"] != "r7" {
+		t.Fatalf("holder = %+v, want %+v", got, want)
+	}
+}
+
+func testRelease(t *testing.T, l plugins.Locker, g string) {
+	ctx := Ctx(t)
+	mustGrant(t, l, g, "n1", 1)
+	mustDeny(t, l, g, "n2", 1)
+	release(t, l, g, "n1")
+	if st := status(t, l, g); st.Holds("n1") || len(st.Holders) != 0 {
+		t.Fatalf("after release holders = %v", st.Holders)
+	}
+	err := l.Release(ctx, plugins.ReleaseRequest{Group: g, ID: "n1"})
+	if !errors.Is(err, plugins.ErrNotHolder) {
+		t.Fatalf("second Release = %v, want ErrNotHolder", err)
+	}
+	err = l.Release(ctx, plugins.ReleaseRequest{Group: g + "-never-created", ID: "n1"})
+	if !errors.Is(err, plugins.ErrNotHolder) {
+		t.Fatalf("Release in an unknown group = %v, want ErrNotHolder", err)
+	}
+	mustGrant(t, l, g, "n2", 1)
+}
+
+func testFrozen(t *testing.T, l plugins.Locker, g string) {
+	ctx := Ctx(t)
+	mustGrant(t, l, g, "n1", 3)
+	at := time.Date(2026, 3, 1, 3, 0, 0, 0, time.UTC)
+	if err := l.Freeze(ctx, plugins.FreezeRequest{Group: g, Reason: "post-boot check failed", By: "n1", At: at}); err != nil {
+		t.Fatalf("Freeze: %v", err)
+	}
+	st := status(t, l, g)
+	if !st.Frozen || st.FrozenReason != "post-boot check failed" || st.FrozenBy != "n1" || !st.FrozenAt.Equal(at) {
+		t.Fatalf("status after freeze = %+v", st)
+	}
+	res, err := l.Acquire(ctx, plugins.AcquireRequest{Group: g, Slots: 3, Holder: plugins.Holder{ID: "n2"}})
+	if !errors.Is(err, plugins.ErrFrozen) || res.Granted {
+		t.Fatalf("Acquire in a frozen group = %+v, %v; want ErrFrozen", res, err)
+	}
+	if st := status(t, l, g); st.Holds("n2") {
+		t.Fatal("frozen group gained a holder")
+	}
+	res, err = l.Acquire(ctx, plugins.AcquireRequest{Group: g, Slots: 3, Holder: plugins.Holder{ID: "n1"}})
+	if err != nil || !res.Granted {
+		t.Fatalf("existing holder re-acquiring in a frozen group = %+v, %v; want granted", res, err)
+	}
+	release(t, l, g, "n1")
+	if err := l.Thaw(ctx, g); err != nil {
+		t.Fatalf("Thaw: %v", err)
+	}
+	if st := status(t, l, g); st.Frozen || st.FrozenReason != "" {
+		t.Fatalf("status after thaw = %+v", st)
+	}
+	mustGrant(t, l, g, "n2", 3)
+	if err := l.Thaw(ctx, g); err != nil {
+		t.Fatalf("Thaw of a thawed group: %v", err)
+	}
+	// A group frozen before it has a semaphore refuses too.
+	g2 := g + "-new"
+	if err := l.Freeze(ctx, plugins.FreezeRequest{Group: g2, Reason: "hold", By: "admin"}); err != nil {
+		t.Fatalf("Freeze: %v", err)
+	}
+	if _, err := l.Acquire(ctx, plugins.AcquireRequest{Group: g2, Slots: 1, Holder: plugins.Holder{ID: "n1"}}); !errors.Is(err, plugins.ErrFrozen) {
+		t.Fatalf("Acquire in a frozen new group = %v, want ErrFrozen", err)
+	}
+}
+
+func testSetSlots(t *testing.T, l plugins.Locker, g string) {
+	ctx := Ctx(t)
+	for _, id := range []string{"n1", "n2", "n3"} {
+		mustGrant(t, l, g, id, 3)
+	}
+	st, err := l.SetSlots(ctx, g, 1)
+	if err != nil {
+		t.Fatalf("SetSlots(1): %v", err)
+	}
+	if st.Slots != 1 {
+		t.Fatalf("SetSlots returned slots %d", st.Slots)
+	}
+	wantHolders(t, st, "n1", "n2", "n3")
+	mustDeny(t, l, g, "n4", 3)
+	release(t, l, g, "n1")
+	release(t, l, g, "n2")
+	mustDeny(t, l, g, "n4", 3) // one holder left, one slot: still full
+	release(t, l, g, "n3")
+	mustGrant(t, l, g, "n4", 3)
+	if _, err := l.SetSlots(ctx, g, 2); err != nil {
+		t.Fatalf("SetSlots(2): %v", err)
+	}
+	mustGrant(t, l, g, "n5", 3)
+	wantHolders(t, status(t, l, g), "n4", "n5")
+
+	if _, err := l.SetSlots(ctx, g, -1); !errors.Is(err, plugins.ErrInvalidArgument) {
+		t.Fatalf("SetSlots(-1) = %v, want ErrInvalidArgument", err)
+	}
+	g2 := g + "-new"
+	st, err = l.SetSlots(ctx, g2, 4)
+	if err != nil || st.Slots != 4 || len(st.Holders) != 0 {
+		t.Fatalf("SetSlots on a new group = %+v, %v", st, err)
+	}
+	mustGrant(t, l, g2, "n1", 1)
+	if st := status(t, l, g2); st.Slots != 4 {
+		t.Fatalf("slots = %d, want 4 set before the first acquire", st.Slots)
+	}
+}
+
+func testStaleReclaim(t *testing.T, l plugins.Locker, g string) {
+	ctx := Ctx(t)
+	t0 := time.Date(2026, 3, 1, 2, 0, 0, 0, time.UTC)
+	stale := plugins.Holder{ID: "dead", AcquiredAt: t0, Deadline: t0.Add(time.Hour)}
+	if res, err := l.Acquire(ctx, plugins.AcquireRequest{Group: g, Slots: 2, Holder: stale, Now: t0}); err != nil || !res.Granted {
+		t.Fatalf("Acquire(dead) = %+v, %v", res, err)
+	}
+	// A holder without a deadline is never stale.
+	if res, err := l.Acquire(ctx, plugins.AcquireRequest{Group: g, Slots: 2, Holder: plugins.Holder{ID: "forever"}, Now: t0}); err != nil || !res.Granted {
+		t.Fatalf("Acquire(forever) = %+v, %v", res, err)
+	}
+	cases := []struct {
+		name    string
+		reclaim bool
+		now     time.Time
+		granted bool
+	}{
+		{"past deadline without ReclaimStale", false, t0.Add(2 * time.Hour), false},
+		{"before deadline with ReclaimStale", true, t0.Add(30 * time.Minute), false},
+		{"past deadline with ReclaimStale", true, t0.Add(2 * time.Hour), true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			res, err := l.Acquire(ctx, plugins.AcquireRequest{Group: g, Slots: 2, Holder: plugins.Holder{ID: "new"}, ReclaimStale: c.reclaim, Now: c.now})
+			if err != nil {
+				t.Fatalf("Acquire: %v", err)
+			}
+			if res.Granted != c.granted {
+				t.Fatalf("granted = %v, want %v (state %+v)", res.Granted, c.granted, res.State)
+			}
+			st := status(t, l, g)
+			if !c.granted {
+				if len(res.Reclaimed) != 0 {
+					t.Fatalf("reclaimed %v, want none", res.Reclaimed)
+				}
+				wantHolders(t, st, "dead", "forever")
+				return
+			}
+			if len(res.Reclaimed) != 1 || res.Reclaimed[0].ID != "dead" || !res.Reclaimed[0].Deadline.Equal(stale.Deadline) {
+				t.Fatalf("reclaimed = %+v, want the dead holder", res.Reclaimed)
+			}
+			wantHolders(t, st, "forever", "new")
+		})
+	}
+}
+
+func testWaitWakes(t *testing.T, l plugins.Locker, g string) {
+	ctx := Ctx(t)
+	st := mustGrant(t, l, g, "n1", 1).State
+	type result struct {
+		st  plugins.LockState
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		s, err := l.Wait(ctx, g, st.Revision)
+		done <- result{s, err}
+	}()
+	release(t, l, g, "n1")
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("Wait: %v", r.err)
+	}
+	if r.st.Revision == st.Revision || r.st.Holds("n1") {
+		t.Fatalf("Wait returned %+v; want the state after the release (revision was %d)", r.st, st.Revision)
+	}
+	// A change that happened before Wait is called is not missed.
+	before := status(t, l, g)
+	mustGrant(t, l, g, "n2", 1)
+	after, err := l.Wait(ctx, g, before.Revision)
+	if err != nil || !after.Holds("n2") {
+		t.Fatalf("Wait after an earlier change = %+v, %v; want n2 holding", after, err)
+	}
+	// Freezing is a change too.
+	cur := status(t, l, g)
+	go func() {
+		s, err := l.Wait(ctx, g, cur.Revision)
+		done <- result{s, err}
+	}()
+	if err := l.Freeze(ctx, plugins.FreezeRequest{Group: g, Reason: "r", By: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-done; r.err != nil || !r.st.Frozen {
+		t.Fatalf("Wait across a freeze = %+v, %v", r.st, r.err)
+	}
+}
+
+func testWaitContext(t *testing.T, l plugins.Locker, g string) {
+	st := mustGrant(t, l, g, "n1", 1).State
+	cases := []struct {
+		name string
+		ctx  func() (context.Context, context.CancelFunc)
+		want error
+	}{
+		{"deadline", func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), 100*time.Millisecond)
+		}, context.DeadlineExceeded},
+		{"cancelled", func() (context.Context, context.CancelFunc) {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			return ctx, cancel
+		}, context.Canceled},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := c.ctx()
+			defer cancel()
+			_, err := l.Wait(ctx, g, st.Revision)
+			if !errors.Is(err, c.want) {
+				t.Fatalf("Wait on an unchanged group = %v, want %v", err, c.want)
+			}
+		})
+	}
+}
+
+func testConcurrent(t *testing.T, l plugins.Locker, g string) {
+	ctx := Ctx(t)
+	const n, slots = 12, 2
+	var wg sync.WaitGroup
+	granted := make(chan string, n)
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() {
+			id := fmt.Sprintf("n%d", i)
+			for {
+				res, err := l.Acquire(ctx, plugins.AcquireRequest{Group: g, Slots: slots, Holder: plugins.Holder{ID: id}})
+				if errors.Is(err, plugins.ErrConflict) {
+					continue
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+				if res.Granted {
+					granted <- id
+				}
+				return
+			}
+		})
+	}
+	wg.Wait()
+	close(granted)
+	close(errs)
+	for err := range errs {
+		t.Fatalf("Acquire: %v", err)
+	}
+	var got []string
+	for id := range granted {
+		got = append(got, id)
+	}
+	if len(got) != slots {
+		t.Fatalf("%d concurrent acquirers granted (%v), want exactly %d", len(got), got, slots)
+	}
+	wantHolders(t, status(t, l, g), got...)
+}
+
+func testInvalid(t *testing.T, l plugins.Locker, g string) {
+	ctx := Ctx(t)
+	cases := []struct {
+		name string
+		call func() error
+	}{
+		{"acquire empty group", func() error {
+			_, err := l.Acquire(ctx, plugins.AcquireRequest{Slots: 1, Holder: plugins.Holder{ID: "n1"}})
+			return err
+		}},
+		{"acquire empty id", func() error {
+			_, err := l.Acquire(ctx, plugins.AcquireRequest{Group: g, Slots: 1})
+			return err
+		}},
+		{"release empty id", func() error { return l.Release(ctx, plugins.ReleaseRequest{Group: g}) }},
+		{"status empty group", func() error { _, err := l.Status(ctx, ""); return err }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if err := c.call(); !errors.Is(err, plugins.ErrInvalidArgument) {
+				t.Fatalf("got %v, want ErrInvalidArgument", err)
+			}
+		})
+	}
+}

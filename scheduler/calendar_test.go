@@ -1,0 +1,236 @@
+package scheduler
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/offpeak/offpeak/internal/policy"
+)
+
+func mustTime(t *testing.T, s string) time.Time {
+	t.Helper()
+	v, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func calendar(t *testing.T, src string) *Calendar {
+	t.Helper()
+	p, err := policy.Parse("test.toml", []byte(src), policy.Options{Now: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)})
+	if err != nil {
+		t.Fatalf("policy: %v", err)
+	}
+	c, err := NewCalendar(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func win(name, start, dur, tz, cutoff string) string {
+	s := fmt.Sprintf("[[window]]\nname = %q\nstart = %q\nduration = %q\ntimezone = %q\n", name, start, dur, tz)
+	if cutoff != "" {
+		s += fmt.Sprintf("cutoff = %q\n", cutoff)
+	}
+	return s
+}
+
+// TestWindowStarts pins the time rules of DESIGN.md on fixed dates: the first
+// window after "from" must open and close exactly at the given instants.
+func TestWindowStarts(t *testing.T) {
+	tests := []struct {
+		name       string
+		policy     string
+		from       string
+		start, end string // RFC 3339, UTC
+	}{
+		{"new york ordinary day", win("w", "30 2 * * *", "1h", "America/New_York", ""), "2025-03-08T00:00:00Z", "2025-03-08T07:30:00Z", "2025-03-08T08:30:00Z"},
+		{"new york spring-forward gap opens after the gap", win("w", "30 2 * * *", "1h", "America/New_York", ""), "2025-03-09T00:00:00Z", "2025-03-09T07:00:00Z", "2025-03-09T08:00:00Z"},
+		{"new york day after the gap", win("w", "30 2 * * *", "1h", "America/New_York", ""), "2025-03-10T00:00:00Z", "2025-03-10T06:30:00Z", "2025-03-10T07:30:00Z"},
+		{"new york fall-back opens at the first occurrence", win("w", "30 1 * * *", "1h", "America/New_York", ""), "2025-11-02T00:00:00Z", "2025-11-02T05:30:00Z", "2025-11-02T06:30:00Z"},
+		{"new york fall-back does not open again", win("w", "30 1 * * *", "1h", "America/New_York", ""), "2025-11-02T06:30:00Z", "2025-11-03T06:30:00Z", "2025-11-03T07:30:00Z"},
+		{"new york duration is elapsed time across fall-back", win("w", "0 0 * * *", "4h", "America/New_York", ""), "2025-11-02T00:00:00Z", "2025-11-02T04:00:00Z", "2025-11-02T08:00:00Z"},
+		{"london spring-forward gap", win("w", "30 1 * * *", "2h", "Europe/London", ""), "2025-03-30T00:00:00Z", "2025-03-30T01:00:00Z", "2025-03-30T03:00:00Z"},
+		{"london fall-back first occurrence", win("w", "30 1 * * *", "2h", "Europe/London", ""), "2025-10-26T00:00:00Z", "2025-10-26T00:30:00Z", "2025-10-26T02:30:00Z"},
+		{"london fall-back next day", win("w", "30 1 * * *", "2h", "Europe/London", ""), "2025-10-26T03:00:00Z", "2025-10-27T01:30:00Z", "2025-10-27T03:30:00Z"},
+		{"lord howe 30-minute gap", win("w", "15 2 * * *", "1h", "Australia/Lord_Howe", ""), "2025-10-04T12:00:00Z", "2025-10-04T15:30:00Z", "2025-10-04T16:30:00Z"},
+		{"lord howe 30-minute repeat", win("w", "45 1 * * *", "1h", "Australia/Lord_Howe", ""), "2025-04-05T12:00:00Z", "2025-04-05T14:45:00Z", "2025-04-05T15:45:00Z"},
+		{"lord howe after repeat", win("w", "45 1 * * *", "1h", "Australia/Lord_Howe", ""), "2025-04-05T15:45:00Z", "2025-04-06T15:15:00Z", "2025-04-06T16:15:00Z"},
+		{"kolkata no dst", win("w", "0 2 * * *", "2h", "Asia/Kolkata", ""), "2025-03-30T00:00:00Z", "2025-03-30T20:30:00Z", "2025-03-30T22:30:00Z"},
+		{"crossing midnight", win("w", "0 23 * * *", "3h", "UTC", ""), "2025-06-03T03:00:00Z", "2025-06-03T23:00:00Z", "2025-06-04T02:00:00Z"},
+		{"crossing the end of the week", win("w", "0 22 * * 0", "6h", "Europe/Berlin", ""), "2025-06-02T03:00:00Z", "2025-06-08T20:00:00Z", "2025-06-09T02:00:00Z"},
+		{"monthly", win("w", "0 3 1 * *", "2h", "UTC", ""), "2025-06-02T00:00:00Z", "2025-07-01T03:00:00Z", "2025-07-01T05:00:00Z"},
+		{"yearly descriptor", win("w", "@yearly", "6h", "Europe/Berlin", ""), "2025-06-02T00:00:00Z", "2025-12-31T23:00:00Z", "2026-01-01T05:00:00Z"},
+		{"overlapping windows merge", win("a", "0 1 * * *", "2h", "UTC", "") + win("b", "0 2 * * *", "2h", "UTC", ""), "2025-06-03T00:00:00Z", "2025-06-03T01:00:00Z", "2025-06-03T04:00:00Z"},
+		{"adjacent windows merge", win("a", "0 1 * * *", "1h", "UTC", "") + win("b", "0 2 * * *", "1h", "UTC", ""), "2025-06-03T00:00:00Z", "2025-06-03T01:00:00Z", "2025-06-03T03:00:00Z"},
+		{"windows in different zones merge", win("a", "0 1 * * *", "2h", "UTC", "") + win("b", "0 4 * * *", "2h", "Europe/Berlin", ""), "2025-06-03T00:00:00Z", "2025-06-03T01:00:00Z", "2025-06-03T04:00:00Z"},
+		{"window open at from is listed first", win("w", "0 2 * * *", "3h", "UTC", ""), "2025-06-03T03:00:00Z", "2025-06-03T02:00:00Z", "2025-06-03T05:00:00Z"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := calendar(t, tt.policy)
+			ws := c.Next(mustTime(t, tt.from), 1)
+			if len(ws) != 1 {
+				t.Fatalf("got %d windows", len(ws))
+			}
+			if got, want := ws[0].Start.UTC(), mustTime(t, tt.start); !got.Equal(want) {
+				t.Errorf("start = %s, want %s", got.Format(time.RFC3339), want.Format(time.RFC3339))
+			}
+			if got, want := ws[0].End.UTC(), mustTime(t, tt.end); !got.Equal(want) {
+				t.Errorf("end = %s, want %s", got.Format(time.RFC3339), want.Format(time.RFC3339))
+			}
+		})
+	}
+}
+
+func TestFallBackOpensOnce(t *testing.T) {
+	c := calendar(t, win("w", "30 1 * * *", "20m", "America/New_York", ""))
+	ws := c.Next(mustTime(t, "2025-11-02T00:00:00Z"), 2)
+	if len(ws) != 2 {
+		t.Fatalf("got %d windows", len(ws))
+	}
+	if day := ws[1].Start.Sub(ws[0].Start); day < 24*time.Hour {
+		t.Fatalf("window opened twice on the fall-back day: %s and %s", ws[0].Start, ws[1].Start)
+	}
+	if _, ok := c.Allowed(mustTime(t, "2025-11-02T06:35:00Z")); ok {
+		t.Fatal("reboot allowed at the repeated 01:35 EST")
+	}
+}
+
+func TestAllowed(t *testing.T) {
+	tests := []struct {
+		name   string
+		policy string
+		at     string
+		want   bool
+	}{
+		{"inside", win("w", "0 2 * * *", "3h", "UTC", "30m"), "2025-06-03T02:00:00Z", true},
+		{"before start", win("w", "0 2 * * *", "3h", "UTC", "30m"), "2025-06-03T01:59:59Z", false},
+		{"last instant before cutoff", win("w", "0 2 * * *", "3h", "UTC", "30m"), "2025-06-03T04:29:59Z", true},
+		{"at cutoff", win("w", "0 2 * * *", "3h", "UTC", "30m"), "2025-06-03T04:30:00Z", false},
+		{"end is exclusive", win("w", "0 2 * * *", "3h", "UTC", ""), "2025-06-03T05:00:00Z", false},
+		{"after midnight in a window crossing it", win("w", "0 23 * * *", "3h", "UTC", ""), "2025-06-04T01:00:00Z", true},
+		{"monday morning in a sunday night window", win("w", "0 22 * * 0", "6h", "Europe/Berlin", ""), "2025-06-09T01:00:00Z", true},
+		{"spring-forward gap day, before opening", win("w", "30 2 * * *", "1h", "America/New_York", ""), "2025-03-09T06:59:59Z", false},
+		{"spring-forward gap day, at opening", win("w", "30 2 * * *", "1h", "America/New_York", ""), "2025-03-09T07:00:00Z", true},
+		{"merged: between the cutoff of a and the start of b", win("a", "0 1 * * *", "2h", "UTC", "30m") + win("b", "45 2 * * *", "75m", "UTC", "30m"), "2025-06-03T02:35:00Z", true},
+		{"merged: the last cutoff applies", win("a", "0 1 * * *", "2h", "UTC", "30m") + win("b", "45 2 * * *", "75m", "UTC", "30m"), "2025-06-03T03:30:00Z", false},
+		{"blackout covers part of a window", win("w", "0 1 * * *", "4h", "UTC", "") + "[[blackout]]\nfrom = 2025-06-03T02:00:00Z\nuntil = 2025-06-03T03:00:00Z\n", "2025-06-03T02:30:00Z", false},
+		{"before the blackout", win("w", "0 1 * * *", "4h", "UTC", "") + "[[blackout]]\nfrom = 2025-06-03T02:00:00Z\nuntil = 2025-06-03T03:00:00Z\n", "2025-06-03T01:30:00Z", true},
+		{"after the blackout", win("w", "0 1 * * *", "4h", "UTC", "") + "[[blackout]]\nfrom = 2025-06-03T02:00:00Z\nuntil = 2025-06-03T03:00:00Z\n", "2025-06-03T03:00:00Z", true},
+		{"cutoff before a blackout", win("w", "0 1 * * *", "4h", "UTC", "20m") + "[[blackout]]\nfrom = 2025-06-03T02:00:00Z\nuntil = 2025-06-03T03:00:00Z\n", "2025-06-03T01:45:00Z", false},
+		{"local-date blackout in its zone", win("w", "0 1 * * *", "4h", "UTC", "") + "[[blackout]]\nfrom = 2025-06-03\nuntil = 2025-06-04\ntimezone = \"Asia/Tokyo\"\n", "2025-06-03T02:00:00Z", false},
+		{"local-date blackout ended in its zone", win("w", "0 1 * * *", "4h", "UTC", "") + "[[blackout]]\nfrom = 2025-06-02\nuntil = 2025-06-03\ntimezone = \"Asia/Tokyo\"\n", "2025-06-03T02:00:00Z", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := calendar(t, tt.policy)
+			if _, got := c.Allowed(mustTime(t, tt.at)); got != tt.want {
+				t.Fatalf("Allowed(%s) = %v, want %v; windows: %v", tt.at, got, tt.want, c.Next(mustTime(t, tt.at).Add(-24*time.Hour), 3))
+			}
+		})
+	}
+}
+
+func TestNextStart(t *testing.T) {
+	c := calendar(t, win("w", "0 2 * * *", "3h", "UTC", "30m"))
+	at, ok := c.NextStart(mustTime(t, "2025-06-03T12:00:00Z"))
+	if !ok || !at.Equal(mustTime(t, "2025-06-04T02:00:00Z")) {
+		t.Fatalf("NextStart = %v %v", at, ok)
+	}
+	at, ok = c.NextStart(mustTime(t, "2025-06-03T03:00:00Z"))
+	if !ok || !at.Equal(mustTime(t, "2025-06-03T03:00:00Z")) {
+		t.Fatalf("NextStart inside = %v %v", at, ok)
+	}
+}
+
+func TestChainedWindowsTerminate(t *testing.T) {
+	// Windows that overlap forever must not make the calendar loop.
+	c := calendar(t, win("a", "0 * * * *", "2h", "UTC", "30m"))
+	ws := c.Next(mustTime(t, "2025-06-03T00:00:00Z"), 3)
+	if len(ws) != 3 {
+		t.Fatalf("got %d windows", len(ws))
+	}
+	for _, at := range []string{"2025-06-03T05:00:00Z", "2025-06-20T05:00:00Z"} {
+		if _, ok := c.Allowed(mustTime(t, at)); !ok {
+			t.Errorf("not allowed at %s inside an endless chain", at)
+		}
+	}
+}
+
+// TestAllowedAgreesWithNext: for random policies and instants, "allowed at t"
+// agrees with membership in the list Next returns from a point before t.
+func TestAllowedAgreesWithNext(t *testing.T) {
+	zones := []string{"UTC", "America/New_York", "Europe/London", "Australia/Lord_Howe", "Asia/Kolkata", "Europe/Berlin", "America/Santiago", "Pacific/Chatham"}
+	specs := []string{"0 2 * * *", "30 1 * * *", "15 2 * * 0", "0 23 * * 1-5", "0 0 1 * *", "@weekly", "45 3 * * 6", "0 */6 * * *", "30 2 8-14 3,11 0"}
+	durs := []string{"20m", "1h", "3h", "90m", "7h"}
+	r := rand.New(rand.NewPCG(1, 2))
+	base := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	allowedSeen := 0
+	for i := range 150 {
+		var src string
+		for w := range 1 + r.IntN(4) {
+			d := durs[r.IntN(len(durs))]
+			cut := ""
+			if r.IntN(2) == 0 {
+				cut = "10m"
+			}
+			src += win(fmt.Sprintf("w%d", w), specs[r.IntN(len(specs))], d, zones[r.IntN(len(zones))], cut)
+		}
+		if r.IntN(3) == 0 {
+			from := base.Add(time.Duration(r.IntN(365*24)) * time.Hour)
+			src += fmt.Sprintf("[[blackout]]\nfrom = %s\nuntil = %s\n", from.Format(time.RFC3339), from.Add(time.Duration(1+r.IntN(72))*time.Hour).Format(time.RFC3339))
+		}
+		c := calendar(t, src)
+		for range 20 {
+			at := base.Add(time.Duration(r.Int64N(int64(365 * 24 * time.Hour)))).Truncate(time.Minute)
+			from := at.Add(-time.Duration(r.Int64N(int64(40 * 24 * time.Hour))))
+			_, allowed := c.Allowed(at)
+			if allowed {
+				allowedSeen++
+			}
+			listed := false
+			for w := range c.Windows(from) {
+				if w.Start.After(at) {
+					break
+				}
+				if w.Contains(at) {
+					listed = true
+				}
+			}
+			if allowed != listed {
+				t.Fatalf("case %d: Allowed(%s) = %v but Next(%s) membership = %v\npolicy:\n%s", i, at, allowed, from, listed, src)
+			}
+		}
+	}
+	if allowedSeen == 0 {
+		t.Fatal("no sampled instant was inside a window; the property was not exercised")
+	}
+}
+
+func BenchmarkNext1000Windows(b *testing.B) {
+	p, err := policy.Parse("bench.toml", []byte(
+		win("a", "0 2 * * 1-5", "3h", "Europe/Berlin", "30m")+
+			win("b", "0 4 * * 6,0", "5h", "America/New_York", "30m")+
+			win("c", "30 1 1 * *", "2h", "Asia/Kolkata", "")+
+			win("d", "0 22 * * 3", "4h", "Australia/Lord_Howe", "15m")+
+			win("e", "15 3 * * *", "45m", "UTC", "")), policy.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	c, err := NewCalendar(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	from := time.Date(2025, 3, 8, 0, 0, 0, 0, time.UTC)
+	b.ReportAllocs()
+	for b.Loop() {
+		if n := len(c.Next(from, 1000)); n != 1000 {
+			b.Fatalf("got %d", n)
+		}
+	}
+}
