@@ -7,6 +7,9 @@ package builtin
 import (
 	"log/slog"
 
+	systemdcheck "github.com/offpeak/offpeak/internal/checks/systemd"
+	userscheck "github.com/offpeak/offpeak/internal/checks/users"
+	filelocker "github.com/offpeak/offpeak/lockers/file"
 	"github.com/offpeak/offpeak/plugins"
 )
 
@@ -34,5 +37,8 @@ type Registry struct {
 // built-in.
 func New() *Registry {
 	r := &Registry{Lockers: map[string]Locker{}, Checks: map[string]Check{}}
+	r.Lockers["file"] = Locker{New: filelocker.New, Config: func() any { return &filelocker.Config{} }}
+	r.Checks["systemd"] = Check{New: systemdcheck.New, Config: func() any { return &systemdcheck.Config{} }}
+	r.Checks["users"] = Check{New: userscheck.New, Config: func() any { return &userscheck.Config{} }}
 	return r
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/offpeak/offpeak/internal/paths"
+	"github.com/offpeak/offpeak/scheduler"
 )
 
 // App carries what every command needs; tests build one with their own
@@ -29,6 +30,9 @@ type App struct {
 	// plugins. Empty means os.Executable().
 	Exe      string
 	LogLevel string
+	// Rebooter replaces the real reboot (logind, then systemctl); tests
+	// set it so nothing reboots the machine running them.
+	Rebooter scheduler.Rebooter
 }
 
 // Layout resolves well-known paths below the root.
@@ -124,4 +128,9 @@ func (a *App) exe() (string, error) {
 func (a *App) addCommands(root *cobra.Command) {
 	root.AddCommand(newNextCmd(a))
 	root.AddCommand(newPolicyCmd(a))
+	root.AddCommand(newAgentCmd(a))
+	root.AddCommand(newCheckCmd(a))
+	root.AddCommand(newStatusCmd(a))
+	root.AddCommand(newPluginCmd(a))
+	root.AddCommand(newPluginsCmd(a))
 }

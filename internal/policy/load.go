@@ -191,7 +191,9 @@ func parseFile(f fileSrc, opts Options) (map[string]any, *collector) {
 	c.validateFile(p, m, opts)
 	// Tag list entries with their origin for errors found after merging.
 	for k := range listKeys {
-		m[k] = normalizeTables(m[k])
+		if v, ok := m[k]; ok {
+			m[k] = normalizeTables(v)
+		}
 		if tables, ok := m[k].([]map[string]any); ok {
 			for i, t := range tables {
 				t[sourceKey] = Source{File: f.name, Line: c.lines.lookup(fmt.Sprintf("%s[%d]", k, i))}

@@ -1,0 +1,236 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/offpeak/offpeak/internal/state"
+	"github.com/offpeak/offpeak/scheduler"
+)
+
+func newAgentCmd(a *App) *cobra.Command {
+	var f agentFlags
+	var ops opsFlags
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the long-lived agent: reboot inside windows, holding a slot, after checks",
+		Long: "Run the agent. It evaluates on a jittered period, at each window edge and when a\n" +
+			"slot frees up; SIGHUP reloads the policy (an invalid policy is refused and the old\n" +
+			"one kept). With --dry-run it logs the reboot it would do and takes no slot.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			pol, err := a.loadPolicy(f.policyPath)
+			if err != nil {
+				return err
+			}
+			obs, stopOps, err := a.startOps(ctx, pol, ops)
+			if err != nil {
+				return err
+			}
+			defer stopOps()
+			f.observer = obs
+			rt, err := a.buildAgent(ctx, pol, f)
+			if err != nil {
+				return err
+			}
+			defer rt.Close()
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			go func() {
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-hup:
+						np, err := a.loadPolicy(f.policyPath)
+						if err == nil {
+							err = rt.agent.Reload(np)
+						}
+						if err != nil {
+							a.Logger.Error("policy reload refused; keeping the running policy", "err", err)
+							continue
+						}
+						a.Logger.Info("policy reloaded")
+					}
+				}
+			}()
+			a.Logger.Info("agent started", "strategy", pol.Strategy, "group", pol.Node.Group, "dry_run", f.dryRun, "policy", policySources(pol.Sources))
+			return rt.agent.Run(ctx)
+		},
+	}
+	cmd.Flags().StringVar(&f.policyPath, "policy", "", "policy file (default: the search order, or the built-in default)")
+	cmd.Flags().BoolVar(&f.dryRun, "dry-run", false, "log the reboot instead of rebooting; take no slot")
+	addOpsFlags(cmd, &ops)
+	return cmd
+}
+
+func policySources(s []string) string {
+	if len(s) == 0 {
+		return "built-in default"
+	}
+	return strings.Join(s, ",")
+}
+
+func newCheckCmd(a *App) *cobra.Command {
+	var f agentFlags
+	var now, output string
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "Run one pass of the pipeline (for a systemd timer) and print the decision",
+		Long: "Run one pass: reboot if every gate is open, otherwise say what it waits for.\n" +
+			"Exits 0 whatever the decision; non-zero only on an error.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output, "text", "json"); err != nil {
+				return err
+			}
+			if now != "" {
+				t, err := time.Parse(time.RFC3339, now)
+				if err != nil {
+					return fmt.Errorf("--now: want RFC 3339 such as 2025-06-03T02:30:00Z: %w", err)
+				}
+				fc := scheduler.NewFakeClock(t)
+				fc.SetAutoAdvance(true)
+				f.clock = fc
+				a.Now = func() time.Time { return t }
+			}
+			pol, err := a.loadPolicy(f.policyPath)
+			if err != nil {
+				return err
+			}
+			rt, err := a.buildAgent(cmd.Context(), pol, f)
+			if err != nil {
+				return err
+			}
+			defer rt.Close()
+			r, err := rt.agent.Step(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return writeJSON(a.Stdout, r)
+			}
+			printResult(a, r)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&f.policyPath, "policy", "", "policy file (default: the search order, or the built-in default)")
+	cmd.Flags().BoolVar(&f.dryRun, "dry-run", false, "decide, but do not reboot and take no slot")
+	cmd.Flags().StringVar(&now, "now", "", "evaluate at this instant instead of the clock (RFC 3339)")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
+	return cmd
+}
+
+func printResult(a *App, r scheduler.Result) {
+	tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "decision:\t%s\n", r.Decision)
+	fmt.Fprintf(tw, "reason:\t%s\n", r.Reason)
+	fmt.Fprintf(tw, "phase:\t%s\n", r.Phase)
+	fmt.Fprintf(tw, "strategy:\t%s\n", r.Strategy)
+	fmt.Fprintf(tw, "node:\t%s (group %s)\n", r.Node, r.Group)
+	fmt.Fprintf(tw, "holding slot:\t%v\n", r.HoldingSlot)
+	if r.NextWindow != nil {
+		fmt.Fprintf(tw, "next window:\t%s\n", r.NextWindow.Format(time.RFC3339))
+	}
+	if r.Window != nil {
+		fmt.Fprintf(tw, "window:\t%s, reboots allowed until %s\n", r.Window.Name, r.Window.RebootUntil.Format(time.RFC3339))
+	}
+	if r.Staged != nil {
+		fmt.Fprintf(tw, "staged:\t%s (%s)\n", r.Staged.State, r.Staged.Reason)
+	}
+	if r.Lock != nil {
+		var ids []string
+		for _, h := range r.Lock.Holders {
+			ids = append(ids, h.ID)
+		}
+		fmt.Fprintf(tw, "slots:\t%d/%d held (%s)%s\n", len(r.Lock.Holders), r.Lock.Slots, strings.Join(ids, ", "), map[bool]string{true: ", frozen", false: ""}[r.Lock.Frozen])
+	}
+	for _, c := range r.Checks {
+		fmt.Fprintf(tw, "check %s:\t%s at %s: %s\n", c.Name, c.Outcome, c.Time.Format(time.RFC3339), c.Reason)
+	}
+	if r.LastReboot != nil {
+		fmt.Fprintf(tw, "last reboot:\t%s\n", r.LastReboot.Format(time.RFC3339))
+	}
+	if r.DryRun {
+		fmt.Fprintf(tw, "dry run:\ttrue\n")
+	}
+	tw.Flush()
+}
+
+// statusJSON is `offpeak status --output json`.
+type statusJSON struct {
+	scheduler.Result
+	StateFile     string      `json:"state_file"`
+	SlotSince     *time.Time  `json:"slot_acquired_at,omitempty"`
+	RebootError   string      `json:"reboot_error,omitempty"`
+	FailureReason string      `json:"failure_reason,omitempty"`
+	Reboots       []time.Time `json:"recent_reboots,omitempty"`
+}
+
+func newStatusCmd(a *App) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show what the agent decided last and why",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output, "text", "json"); err != nil {
+				return err
+			}
+			st, path, err := a.readState()
+			if err != nil {
+				return err
+			}
+			if st.Last == nil {
+				return fmt.Errorf("%s has no decision yet", path)
+			}
+			out := statusJSON{Result: *st.Last, StateFile: path, RebootError: st.RebootError, FailureReason: st.FailureReason, Reboots: st.Reboots}
+			if !st.SlotAcquiredAt.IsZero() {
+				s := st.SlotAcquiredAt
+				out.SlotSince = &s
+			}
+			if output == "json" {
+				return writeJSON(a.Stdout, out)
+			}
+			fmt.Fprintf(a.Stdout, "as of %s (%s)\n", st.Last.Time.Format(time.RFC3339), path)
+			printResult(a, *st.Last)
+			if out.SlotSince != nil {
+				fmt.Fprintf(a.Stdout, "slot held since: %s\n", out.SlotSince.Format(time.RFC3339))
+			}
+			if st.RebootError != "" {
+				fmt.Fprintf(a.Stdout, "last reboot error: %s\n", st.RebootError)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
+	return cmd
+}
+
+// readState reads the agent's state, or the dry-run state when no real
+// agent has run here.
+func (a *App) readState() (scheduler.State, string, error) {
+	var st scheduler.State
+	for _, dry := range []bool{false, true} {
+		p := a.stateFile(dry)
+		err := state.File{Path: p}.Load(&st)
+		if err == nil {
+			return st, p, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return st, p, err
+		}
+	}
+	return st, "", fmt.Errorf("no agent state in %s: the agent has not run yet", a.Layout().StateDir())
+}

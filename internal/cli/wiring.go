@@ -1,0 +1,291 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+
+	"github.com/offpeak/offpeak/internal/builtin"
+	"github.com/offpeak/offpeak/internal/detect"
+	"github.com/offpeak/offpeak/internal/logind"
+	"github.com/offpeak/offpeak/internal/notify"
+	"github.com/offpeak/offpeak/internal/paths"
+	"github.com/offpeak/offpeak/internal/pluginhost"
+	"github.com/offpeak/offpeak/internal/policy"
+	"github.com/offpeak/offpeak/internal/reboot"
+	"github.com/offpeak/offpeak/internal/state"
+	"github.com/offpeak/offpeak/plugins"
+	"github.com/offpeak/offpeak/scheduler"
+	"github.com/offpeak/offpeak/strategies"
+)
+
+// runtime is an agent wired to its plugins, bus and files.
+type runtime struct {
+	agent   *scheduler.Agent
+	plugins *pluginhost.Manager
+	pol     *policy.Policy
+	closers []func()
+}
+
+func (rt *runtime) Close() {
+	for i := len(rt.closers) - 1; i >= 0; i-- {
+		rt.closers[i]()
+	}
+}
+
+type agentFlags struct {
+	policyPath string
+	dryRun     bool
+	clock      scheduler.Clock
+	observer   scheduler.Observer
+}
+
+// newPluginManager starts no process: plugins start on first use.
+func (a *App) newPluginManager(pol *policy.Policy) (*pluginhost.Manager, error) {
+	exe, err := a.exe()
+	if err != nil {
+		return nil, fmt.Errorf("locating the offpeak binary: %w", err)
+	}
+	reg := builtin.New()
+	bi := map[plugins.Kind][]string{}
+	for n := range reg.Lockers {
+		bi[plugins.KindLocker] = append(bi[plugins.KindLocker], n)
+	}
+	for n := range reg.Checks {
+		bi[plugins.KindCheck] = append(bi[plugins.KindCheck], n)
+	}
+	pins := map[string]string{}
+	for n, p := range pol.Plugins {
+		pins[n] = p.SHA256
+	}
+	var env []string
+	if a.Root != "" {
+		env = append(env, paths.EnvRoot+"="+a.Root)
+	}
+	return pluginhost.New(pluginhost.Options{
+		Dirs: a.Layout().PluginDirs(), Exe: exe, Builtins: bi, Pins: pins, Env: env,
+		Logger: a.Logger, CallTimeout: pol.Lock.Timeout.D(),
+	}), nil
+}
+
+// lockerConfig renders [lock.config] as JSON, filling the file locker's
+// directory from the state directory when the policy leaves it out.
+func (a *App) lockerConfig(pol *policy.Policy) (json.RawMessage, error) {
+	cfg := map[string]any{}
+	for k, v := range pol.Lock.Config {
+		cfg[k] = v
+	}
+	if pol.Lock.Plugin == "file" {
+		if d, ok := cfg["dir"].(string); !ok || d == "" {
+			cfg["dir"] = a.Layout().LockDir()
+		} else {
+			cfg["dir"] = a.Layout().Join(d)
+		}
+	}
+	return json.Marshal(cfg)
+}
+
+// openLocker returns the policy's locker served through the plugin path.
+func (a *App) openLocker(ctx context.Context, policyPath string) (plugins.Locker, *policy.Policy, func(), error) {
+	pol, err := a.loadPolicy(policyPath)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	m, err := a.newPluginManager(pol)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cfg, err := a.lockerConfig(pol)
+	if err != nil {
+		m.Close()
+		return nil, nil, nil, err
+	}
+	l, err := m.Locker(pol.Lock.Plugin, cfg)
+	if err != nil {
+		m.Close()
+		return nil, nil, nil, err
+	}
+	return l, pol, func() { m.Close() }, nil
+}
+
+// nodeIdentity finds the node id (policy, then machine-id) and hostname.
+func (a *App) nodeIdentity(pol *policy.Policy) (string, string, error) {
+	host := pol.Node.Hostname
+	if host == "" {
+		host, _ = os.Hostname()
+	}
+	if pol.Node.ID != "" {
+		return pol.Node.ID, host, nil
+	}
+	for _, p := range []string{a.Layout().MachineIDFile(), "/etc/machine-id"} {
+		if b, err := os.ReadFile(p); err == nil && strings.TrimSpace(string(b)) != "" {
+			return strings.TrimSpace(string(b)), host, nil
+		}
+	}
+	if host != "" {
+		a.Logger.Warn("no node.id and no /etc/machine-id; using the hostname as node id", "hostname", host)
+		return host, host, nil
+	}
+	return "", "", fmt.Errorf("%w: set [node] id in the policy", scheduler.ErrNoNodeID)
+}
+
+// bootID reads the kernel's boot id, below the root first so tests can
+// simulate a reboot by rewriting it.
+func (a *App) bootID() (string, error) {
+	var lastErr error
+	for _, p := range []string{a.Layout().BootIDFile(), "/proc/sys/kernel/random/boot_id"} {
+		b, err := os.ReadFile(p)
+		if err == nil {
+			if id := strings.TrimSpace(string(b)); id != "" {
+				return id, nil
+			}
+		}
+		lastErr = err
+	}
+	return "", fmt.Errorf("boot id: %w", lastErr)
+}
+
+// stateFile is where the agent persists its state. A dry run keeps its own
+// file so it can never disturb a real agent on the same host.
+func (a *App) stateFile(dryRun bool) string {
+	if dryRun {
+		return filepath.Join(a.Layout().StateDir(), "state.dry-run.json")
+	}
+	return a.Layout().StateFile()
+}
+
+// buildAgent wires an agent for the policy.
+func (a *App) buildAgent(ctx context.Context, pol *policy.Policy, f agentFlags) (*runtime, error) {
+	rt := &runtime{pol: pol}
+	id, host, err := a.nodeIdentity(pol)
+	if err != nil {
+		return nil, err
+	}
+	m, err := a.newPluginManager(pol)
+	if err != nil {
+		return nil, err
+	}
+	rt.plugins = m
+	rt.closers = append(rt.closers, func() { m.Close() })
+
+	gates, err := strategies.Lookup(pol.Strategy)
+	if err != nil {
+		rt.Close()
+		return nil, err
+	}
+	var locker scheduler.Locker
+	if gates.Lock {
+		cfg, err := a.lockerConfig(pol)
+		if err != nil {
+			rt.Close()
+			return nil, err
+		}
+		l, err := m.Locker(pol.Lock.Plugin, cfg)
+		if err != nil {
+			rt.Close()
+			return nil, err
+		}
+		locker = l
+	}
+
+	inst, err := a.installerBackend(ctx, pol)
+	if err != nil {
+		rt.Close()
+		return nil, err
+	}
+	det := &detect.Detector{Sources: pol.Detect, Layout: a.Layout()}
+	if inst != nil {
+		det.Installer = inst
+	}
+
+	rb := &reboot.Rebooter{Log: a.Logger, IgnoreInhibitors: false, InhibitorMaxWait: pol.Reboot.MaxInhibitWait.D()}
+	if !f.dryRun && pol.Reboot.Method == "logind" {
+		if conn, err := dbus.ConnectSystemBus(); err == nil {
+			rb.Logind = logind.New(conn)
+			rt.closers = append(rt.closers, func() { conn.Close() })
+		} else {
+			a.Logger.Warn("system bus unreachable; rebooting will use systemctl", "err", err)
+		}
+	}
+	var notifier scheduler.Notifier
+	if pol.Notify.Webhook != "" {
+		notifier = webhookNotifier{notify.New(notify.Config{URL: pol.Notify.Webhook, CAFile: a.Layout().Join(pol.Notify.CAFile),
+			Timeout: pol.Notify.Timeout.D(), Headers: pol.Notify.Headers}, a.Logger)}
+	}
+	clock := f.clock
+	if clock == nil {
+		clock = scheduler.RealClock{}
+	}
+	var rebooter scheduler.Rebooter = gateOnly{rb}
+	if a.Rebooter != nil {
+		rebooter = a.Rebooter
+	}
+	opts := scheduler.Options{
+		Policy: pol, NodeID: id, Hostname: host, BootID: a.bootID, Clock: clock,
+		Locker: locker, Detector: det, Rebooter: rebooter, Notifier: notifier, Observer: f.observer,
+		Store: state.File{Path: a.stateFile(f.dryRun)}, DryRun: f.dryRun, Logger: a.Logger,
+		Checks: func(plugin string) (scheduler.HealthCheck, error) { return m.Check(plugin) },
+	}
+	if inst != nil {
+		opts.Installer = inst
+	}
+	ag, err := scheduler.New(opts)
+	if err != nil {
+		rt.Close()
+		return nil, err
+	}
+	rt.agent = ag
+	return rt, nil
+}
+
+// gateOnly lets the scheduler drive inhibitors and warnings itself (it
+// re-checks the window after each wait) and leaves only the reboot to the
+// Rebooter.
+type gateOnly struct{ r *reboot.Rebooter }
+
+func (g gateOnly) Reboot(ctx context.Context) error {
+	r := *g.r
+	r.IgnoreInhibitors = true
+	r.WarnUsers = false
+	r.Delay = 0
+	return r.Reboot(ctx)
+}
+
+func (g gateOnly) Broadcast(ctx context.Context, msg string) error { return g.r.Broadcast(ctx, msg) }
+
+func (g gateOnly) WaitInhibitors(ctx context.Context, max time.Duration) error {
+	if g.r.Logind == nil {
+		return nil
+	}
+	return g.r.WaitInhibitors(ctx, max)
+}
+
+type webhookNotifier struct{ w *notify.Webhook }
+
+func (n webhookNotifier) Notify(ctx context.Context, ev scheduler.Event) error {
+	return n.w.Notify(ctx, notify.Event{Kind: notify.Kind(ev.Kind), Node: ev.Node, Group: ev.Group, Time: ev.Time, Reason: ev.Reason, Details: ev.Details})
+}
+
+var errNoInstaller = errors.New("no installer")
+
+// installerBackend builds the [installer] backend, or nil for "none".
+func (a *App) installerBackend(ctx context.Context, pol *policy.Policy) (installerBackend, error) {
+	switch pol.Installer.Backend {
+	case "", "none", "sentinel":
+		return nil, nil
+	}
+	return nil, fmt.Errorf("installer backend %q: %w", pol.Installer.Backend, errNoInstaller)
+}
+
+// installerBackend is what the agent needs of an installer.
+type installerBackend interface {
+	detect.StatusSource
+	scheduler.Installer
+}

@@ -1,0 +1,800 @@
+package scheduler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/offpeak/offpeak/internal/policy"
+	"github.com/offpeak/offpeak/plugins"
+	"github.com/offpeak/offpeak/strategies"
+)
+
+// ErrNoNodeID means the node has no id (no node.id, no /etc/machine-id).
+var ErrNoNodeID = errors.New("node id unknown")
+
+// Options wires an Agent to the world.
+type Options struct {
+	Policy   *policy.Policy
+	NodeID   string
+	Hostname string
+	// BootID returns the current boot's id; a change means the node rebooted.
+	BootID func() (string, error)
+	Clock  Clock
+	// Locker may be nil for strategies that take no slot.
+	Locker Locker
+	// Checks resolves a [[health]] plugin name to a check, started lazily.
+	Checks    func(plugin string) (HealthCheck, error)
+	Detector  Detector
+	Installer Installer
+	Rebooter  Rebooter
+	Notifier  Notifier
+	Observer  Observer
+	Store     Store
+	DryRun    bool
+	Logger    *slog.Logger
+	// Rand draws the loop's jitter; nil means a random seed.
+	Rand *rand.Rand
+	// RebootTimeout is how long after asking for a reboot the agent
+	// concludes it did not happen and evaluates again.
+	RebootTimeout time.Duration
+}
+
+// State is what the agent persists between passes and across reboots.
+type State struct {
+	Phase             string                 `json:"phase"`
+	Group             string                 `json:"group,omitempty"` // group the slot belongs to
+	SlotAcquiredAt    time.Time              `json:"slot_acquired_at,omitzero"`
+	BootID            string                 `json:"boot_id,omitempty"`
+	RebootFromBootID  string                 `json:"reboot_from_boot_id,omitempty"`
+	RebootRequestedAt time.Time              `json:"reboot_requested_at,omitzero"`
+	RebootError       string                 `json:"reboot_error,omitempty"`
+	PostBootSince     time.Time              `json:"post_boot_since,omitzero"`
+	RolledBack        bool                   `json:"rolled_back,omitempty"`
+	FailureReason     string                 `json:"failure_reason,omitempty"`
+	Reboots           []time.Time            `json:"reboots,omitempty"`
+	LastReboot        time.Time              `json:"last_reboot,omitzero"`
+	CheckFailures     int                    `json:"check_failures,omitempty"`
+	BackoffUntil      time.Time              `json:"backoff_until,omitzero"`
+	Checks            map[string]CheckRecord `json:"checks,omitempty"`
+	// Lockless: the reboot went ahead without a slot (best-effort), so
+	// there is nothing to give back.
+	Lockless bool    `json:"lockless,omitempty"`
+	Last     *Result `json:"last,omitempty"`
+}
+
+// holding reports whether the state may hold a slot.
+func (s *State) holding() bool {
+	switch s.Phase {
+	case PhaseAcquiring, PhaseHolding, PhaseRebooting, PhasePostBoot, PhaseFailed:
+		return true
+	}
+	return false
+}
+
+// Agent runs the admission pipeline for one node.
+type Agent struct {
+	opts Options
+	log  *slog.Logger
+
+	mu     sync.Mutex
+	pol    *policy.Policy
+	cal    *Calendar
+	gates  strategies.Gates
+	st     State
+	reload chan struct{}
+	rnd    *rand.Rand
+}
+
+// New builds an agent and loads its persisted state. A corrupt state file is
+// an error: the agent must not guess whether it holds a slot.
+func New(opts Options) (*Agent, error) {
+	if opts.NodeID == "" {
+		return nil, ErrNoNodeID
+	}
+	if opts.Clock == nil {
+		opts.Clock = RealClock{}
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.RebootTimeout == 0 {
+		opts.RebootTimeout = 15 * time.Minute
+	}
+	if opts.Rand == nil {
+		opts.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	}
+	a := &Agent{opts: opts, log: opts.Logger, reload: make(chan struct{}, 1), rnd: opts.Rand}
+	if err := a.setPolicy(opts.Policy); err != nil {
+		return nil, err
+	}
+	if opts.Store != nil {
+		if err := opts.Store.Load(&a.st); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("agent state: %w", err)
+		}
+	}
+	if a.st.Phase == "" {
+		a.st.Phase = PhaseIdle
+	}
+	return a, nil
+}
+
+func (a *Agent) setPolicy(p *policy.Policy) error {
+	if p == nil {
+		return errors.New("agent: no policy")
+	}
+	cal, err := NewCalendar(p)
+	if err != nil {
+		return err
+	}
+	g, err := strategies.Lookup(p.Strategy)
+	if err != nil {
+		return err
+	}
+	if g.Lock && a.opts.Locker == nil {
+		return fmt.Errorf("strategy %q needs a locker", p.Strategy)
+	}
+	a.pol, a.cal, a.gates = p, cal, g
+	return nil
+}
+
+// Reload swaps in a new policy; an invalid one is refused and the old one
+// stays in force.
+func (a *Agent) Reload(p *policy.Policy) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	old := [3]any{a.pol, a.cal, a.gates}
+	if err := a.setPolicy(p); err != nil {
+		a.pol, a.cal, a.gates = old[0].(*policy.Policy), old[1].(*Calendar), old[2].(strategies.Gates)
+		return err
+	}
+	select {
+	case a.reload <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// State returns a copy of the persisted state.
+func (a *Agent) State() State {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.st
+}
+
+func (a *Agent) save() error {
+	a.st.BootID, _ = a.bootID()
+	if a.opts.Store == nil {
+		return nil
+	}
+	if err := a.opts.Store.Save(&a.st); err != nil {
+		return fmt.Errorf("saving state: %w", err)
+	}
+	return nil
+}
+
+func (a *Agent) bootID() (string, error) {
+	if a.opts.BootID == nil {
+		return "", nil
+	}
+	return a.opts.BootID()
+}
+
+// Step runs one pass of the pipeline and persists what it decided.
+func (a *Agent) Step(ctx context.Context) (Result, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.opts.Clock.Now()
+	r := Result{Time: now, Strategy: a.pol.Strategy, Node: a.opts.NodeID, Group: a.pol.Node.Group, DryRun: a.opts.DryRun}
+	if a.gates.Window {
+		if at, ok := a.cal.NextStart(now); ok {
+			r.NextWindow = &at
+		}
+	}
+	err := a.step(ctx, now, &r)
+	r.Phase = a.st.Phase
+	r.HoldingSlot = a.st.holding() && a.st.Phase != PhaseAcquiring
+	if !a.st.LastReboot.IsZero() {
+		lr := a.st.LastReboot
+		r.LastReboot = &lr
+	}
+	for _, h := range a.pol.Health {
+		if c, ok := a.st.Checks[h.Name]; ok {
+			r.Checks = append(r.Checks, c)
+		}
+	}
+	last := r
+	a.st.Last = &last
+	if serr := a.save(); serr != nil && err == nil {
+		err = serr
+	}
+	a.log.Info("decision", "decision", r.Decision, "reason", r.Reason, "phase", r.Phase, "group", r.Group)
+	if a.opts.Observer != nil {
+		a.opts.Observer.Observe(r)
+	}
+	return r, err
+}
+
+func (a *Agent) decide(r *Result, decision, format string, args ...any) {
+	r.Decision = decision
+	r.Reason = fmt.Sprintf(format, args...)
+}
+
+func (a *Agent) step(ctx context.Context, now time.Time, r *Result) error {
+	boot, err := a.bootID()
+	if err != nil {
+		a.decide(r, DecisionBlocked, "cannot read the boot id: %v", err)
+		return nil
+	}
+	if a.st.Phase == PhaseRebooting {
+		switch {
+		case boot != a.st.RebootFromBootID:
+			a.st.Phase = PhasePostBoot
+			a.st.PostBootSince = now
+			a.st.LastReboot = now
+			a.notify(ctx, EventRebooted, fmt.Sprintf("booted after the reboot asked for at %s", a.st.RebootRequestedAt.Format(time.RFC3339)), nil)
+		case now.Sub(a.st.RebootRequestedAt) < a.opts.RebootTimeout:
+			a.decide(r, DecisionReboot, "reboot asked for at %s; waiting for it", a.st.RebootRequestedAt.Format(time.RFC3339))
+			r.wakeAt = a.st.RebootRequestedAt.Add(a.opts.RebootTimeout)
+			return nil
+		default:
+			a.log.Warn("the reboot asked for did not happen; evaluating again", "asked_at", a.st.RebootRequestedAt)
+			a.st.Phase = PhaseHolding
+		}
+	}
+	switch a.st.Phase {
+	case PhasePostBoot:
+		return a.postBoot(ctx, now, r)
+	case PhaseFailed:
+		return a.failed(ctx, now, r)
+	}
+	return a.preReboot(ctx, now, boot, r)
+}
+
+func (a *Agent) preReboot(ctx context.Context, now time.Time, boot string, r *Result) error {
+	det := a.opts.Detector.Detect(ctx)
+	r.Staged = &StagedInfo{State: det.State.String(), Version: det.Version, Reason: det.Reason}
+	switch det.State {
+	case StagedNo:
+		a.releaseIfHeld(ctx, "no update staged")
+		a.st.CheckFailures, a.st.BackoffUntil = 0, time.Time{}
+		a.decide(r, DecisionIdle, "no update staged")
+		return nil
+	case StagedUnknown:
+		a.releaseIfHeld(ctx, "staged state unknown")
+		a.decide(r, DecisionBlocked, "cannot tell whether an update is staged: %s", det.Reason)
+		return nil
+	}
+	g := a.gates
+	if !g.Reboots {
+		a.releaseIfHeld(ctx, "strategy off")
+		a.decide(r, DecisionBlocked, "update staged%s; strategy %q never reboots", versionSuffix(det.Version), a.pol.Strategy)
+		return nil
+	}
+	if spent, next := a.budgetSpent(now); spent {
+		a.releaseIfHeld(ctx, "reboot budget spent")
+		a.decide(r, DecisionBlocked, "reboot budget spent: %d reboots in the last %s; next reboot allowed after %s",
+			a.pol.Budget.MaxReboots, policy.FormatDuration(a.pol.Budget.Period.D()), next.Format(time.RFC3339))
+		r.wakeAt = next
+		return nil
+	}
+	if now.Before(a.st.BackoffUntil) {
+		a.decide(r, DecisionWaitHealth, "pre-reboot checks failed %d time(s); retrying after %s", a.st.CheckFailures, a.st.BackoffUntil.Format(time.RFC3339))
+		r.wakeAt = a.st.BackoffUntil
+		return nil
+	}
+	if ok := a.windowOpen(ctx, now, r, "before taking a slot"); !ok {
+		return nil
+	}
+
+	// Take a slot.
+	lockless := false
+	if g.Lock {
+		wasHolding := a.st.holding()
+		granted, err := a.acquire(ctx, now, boot, det, r)
+		switch {
+		case err != nil && g.LockOptional && !wasHolding:
+			a.log.Warn("locker unreachable; best-effort strategy reboots without a slot", "err", err)
+			lockless = true
+			a.st.Lockless = true
+		case err != nil:
+			a.decide(r, DecisionWaitSlot, "locker unavailable: %v", err)
+			return nil
+		case !granted:
+			return nil
+		}
+		if !a.windowOpen(ctx, a.opts.Clock.Now(), r, "after taking the slot") {
+			return nil
+		}
+	}
+
+	// Pre-reboot checks.
+	if failed := a.runChecks(ctx, policy.PhasePreReboot, r); failed != nil {
+		a.releaseIfHeld(ctx, "pre-reboot check failed")
+		a.st.CheckFailures++
+		a.st.BackoffUntil = a.opts.Clock.Now().Add(a.backoff())
+		a.decide(r, DecisionWaitHealth, "check '%s' failed: %s", failed.Name, failed.Reason)
+		return nil
+	}
+	a.st.CheckFailures, a.st.BackoffUntil = 0, time.Time{}
+	if !a.windowOpen(ctx, a.opts.Clock.Now(), r, "after the pre-reboot checks") {
+		return nil
+	}
+
+	if a.opts.DryRun {
+		a.decide(r, DecisionReboot, "would reboot now%s (dry run)%s", versionSuffix(det.Version), a.rebootContext(r, lockless))
+		a.log.Info("dry run: would reboot", "node", a.opts.NodeID, "group", a.pol.Node.Group)
+		return nil
+	}
+
+	// Warn users, respect inhibitors, and look at the window one last time.
+	if warn := a.pol.Reboot.Warn.D(); warn > 0 {
+		if b, ok := a.opts.Rebooter.(Broadcaster); ok {
+			msg := fmt.Sprintf("%s in %s", a.pol.Reboot.Message, policy.FormatDuration(warn))
+			if err := b.Broadcast(ctx, msg); err != nil {
+				a.log.Warn("broadcast failed", "err", err)
+			}
+		}
+		if err := Sleep(ctx, a.opts.Clock, warn); err != nil {
+			return err
+		}
+	}
+	if gate, ok := a.opts.Rebooter.(InhibitorGate); ok {
+		if err := gate.WaitInhibitors(ctx, a.pol.Reboot.MaxInhibitWait.D()); err != nil {
+			a.releaseIfHeld(ctx, "shutdown inhibited")
+			a.decide(r, DecisionBlocked, "reboot held back: %v", err)
+			return nil
+		}
+	}
+	if !a.windowOpen(ctx, a.opts.Clock.Now(), r, "right before rebooting") {
+		return nil
+	}
+	return a.reboot(ctx, a.opts.Clock.Now(), boot, det, r, lockless)
+}
+
+func (a *Agent) reboot(ctx context.Context, now time.Time, boot string, det Detection, r *Result, lockless bool) error {
+	a.st.Phase = PhaseRebooting
+	a.st.RebootFromBootID = boot
+	a.st.RebootRequestedAt = now
+	a.st.RebootError = ""
+	a.st.PostBootSince = time.Time{}
+	a.st.Reboots = append(a.st.Reboots, now)
+	// Persist before asking: a crash right after the request must resume as
+	// "rebooting", not start over and ask again.
+	if err := a.save(); err != nil {
+		a.st.Phase = PhaseHolding
+		a.st.Reboots = a.st.Reboots[:len(a.st.Reboots)-1]
+		a.releaseIfHeld(ctx, "state not saved")
+		a.decide(r, DecisionBlocked, "not rebooting: %v", err)
+		return nil
+	}
+	a.notify(ctx, EventRebootPlanned, "rebooting"+versionSuffix(det.Version), nil)
+	if err := a.opts.Rebooter.Reboot(ctx); err != nil {
+		a.st.RebootError = err.Error()
+		a.st.Reboots = a.st.Reboots[:len(a.st.Reboots)-1]
+		a.st.Phase = PhaseHolding
+		a.releaseIfHeld(ctx, "reboot failed")
+		a.decide(r, DecisionBlocked, "reboot failed: %v", err)
+		return nil
+	}
+	a.decide(r, DecisionReboot, "rebooting%s%s", versionSuffix(det.Version), a.rebootContext(r, lockless))
+	r.wakeAt = now.Add(a.opts.RebootTimeout)
+	return nil
+}
+
+func (a *Agent) rebootContext(r *Result, lockless bool) string {
+	var parts []string
+	if r.Window != nil {
+		parts = append(parts, fmt.Sprintf("window %s open until %s", r.Window.Name, r.Window.RebootUntil.Format(time.RFC3339)))
+	}
+	switch {
+	case lockless:
+		parts = append(parts, "no slot (locker unreachable, best-effort)")
+	case a.gates.Lock && a.opts.DryRun:
+		parts = append(parts, "a slot is free")
+	case a.gates.Lock:
+		parts = append(parts, "slot held")
+	}
+	if n := len(a.checksFor(policy.PhasePreReboot)); n > 0 {
+		parts = append(parts, fmt.Sprintf("%d check(s) passed", n))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return ": " + strings.Join(parts, ", ")
+}
+
+// windowOpen applies the window gate and, when closed, gives a held slot back.
+func (a *Agent) windowOpen(ctx context.Context, now time.Time, r *Result, when string) bool {
+	if !a.gates.Window {
+		return true
+	}
+	w, ok := a.cal.Allowed(now)
+	if ok {
+		r.Window = &WindowInfo{Name: w.Name, Start: w.Start, End: w.End, RebootUntil: w.RebootUntil}
+		r.wakeAt = w.RebootUntil
+		return true
+	}
+	a.releaseIfHeld(ctx, "window closed "+when)
+	r.Window = nil
+	next, has := a.cal.NextStart(now)
+	if !has {
+		a.decide(r, DecisionWaitWindow, "outside window; no window opens within six years")
+		return false
+	}
+	r.NextWindow = &next
+	r.wakeAt = next
+	if when == "before taking a slot" {
+		a.decide(r, DecisionWaitWindow, "outside window, next opens at %s", next.Format(time.RFC3339))
+	} else {
+		a.decide(r, DecisionWaitWindow, "window closed %s; slot given back; next opens at %s", when, next.Format(time.RFC3339))
+	}
+	return false
+}
+
+// acquire asks for a slot; it reports false with the decision set when the
+// slot was not granted.
+func (a *Agent) acquire(ctx context.Context, now time.Time, boot string, det Detection, r *Result) (bool, error) {
+	group := a.pol.Node.Group
+	h := plugins.Holder{ID: a.opts.NodeID, Hostname: a.opts.Hostname, BootID: boot, Version: det.Version, AcquiredAt: now}
+	if sa := a.pol.Lock.StaleAfter.D(); sa > 0 {
+		h.Deadline = now.Add(sa)
+	}
+	if a.opts.DryRun {
+		st, err := a.lockCall(ctx, func(c context.Context) (plugins.LockState, error) { return a.opts.Locker.Status(c, group) })
+		if err != nil {
+			return false, err
+		}
+		a.lockInfo(r, st)
+		if st.Holds(h.ID) || (!st.Frozen && len(st.Holders) < st.Slots) {
+			return true, nil
+		}
+		a.slotRefused(r, st)
+		return false, nil
+	}
+	if !a.st.holding() {
+		a.st.Phase = PhaseAcquiring
+		a.st.Group = group
+		if err := a.save(); err != nil {
+			return false, err
+		}
+	}
+	var res plugins.AcquireResult
+	_, err := a.lockCall(ctx, func(c context.Context) (plugins.LockState, error) {
+		var err error
+		res, err = a.opts.Locker.Acquire(c, plugins.AcquireRequest{Group: group, Holder: h, Slots: a.pol.Lock.Slots,
+			ReclaimStale: a.pol.Lock.StaleAfter > 0, Now: now})
+		return res.State, err
+	})
+	if err != nil {
+		// Unknown whether the grant happened: stay "acquiring" so a later
+		// idle pass gives back whatever may be held.
+		return false, err
+	}
+	for _, rc := range res.Reclaimed {
+		a.log.Warn("reclaimed a stale slot", "holder", rc.ID, "deadline", rc.Deadline)
+	}
+	a.lockInfo(r, res.State)
+	if !res.Granted {
+		if a.st.Phase == PhaseAcquiring {
+			a.st.Phase = PhaseIdle
+		}
+		a.slotRefused(r, res.State)
+		return false, nil
+	}
+	if a.st.Phase == PhaseAcquiring || a.st.Phase == PhaseIdle {
+		a.st.SlotAcquiredAt = now
+	}
+	a.st.Phase = PhaseHolding
+	a.st.Group = group
+	return true, a.save()
+}
+
+func (a *Agent) slotRefused(r *Result, st plugins.LockState) {
+	r.lockRevision = st.Revision
+	if st.Frozen {
+		a.decide(r, DecisionBlocked, "group %q is frozen%s%s; run `offpeak locks thaw --group %s` once the cause is fixed",
+			st.Group, optional(" by ", st.FrozenBy), optional(": ", st.FrozenReason), st.Group)
+		return
+	}
+	var who []string
+	for _, h := range st.Holders {
+		s := h.ID
+		if h.Hostname != "" && h.Hostname != h.ID {
+			s += " (" + h.Hostname + ")"
+		}
+		if !h.AcquiredAt.IsZero() {
+			s += " since " + h.AcquiredAt.Format(time.RFC3339)
+		}
+		who = append(who, s)
+	}
+	a.decide(r, DecisionWaitSlot, "waiting for slot (%d/%d held by %s)", len(st.Holders), st.Slots, strings.Join(who, ", "))
+}
+
+func (a *Agent) lockInfo(r *Result, st plugins.LockState) {
+	r.Lock = &LockInfo{Slots: st.Slots, Holders: st.Holders, Frozen: st.Frozen, FrozenReason: st.FrozenReason}
+	r.lockRevision = st.Revision
+}
+
+// lockCall bounds a locker call by the policy's lock timeout.
+func (a *Agent) lockCall(ctx context.Context, f func(context.Context) (plugins.LockState, error)) (plugins.LockState, error) {
+	c, cancel := context.WithTimeout(ctx, a.lockTimeout())
+	defer cancel()
+	return f(c)
+}
+
+func (a *Agent) lockTimeout() time.Duration {
+	if d := a.pol.Lock.Timeout.D(); d > 0 {
+		return d
+	}
+	return 30 * time.Second
+}
+
+// releaseIfHeld gives the slot back when the state says one may be held.
+func (a *Agent) releaseIfHeld(ctx context.Context, reason string) {
+	if !a.st.holding() || a.opts.DryRun {
+		return
+	}
+	if a.opts.Locker != nil && !a.st.Lockless {
+		group := a.st.Group
+		if group == "" {
+			group = a.pol.Node.Group
+		}
+		c, cancel := context.WithTimeout(ctx, a.lockTimeout())
+		err := a.opts.Locker.Release(c, plugins.ReleaseRequest{Group: group, ID: a.opts.NodeID, Reason: reason})
+		cancel()
+		if err != nil && !errors.Is(err, plugins.ErrNotHolder) {
+			// Keep the phase so the next pass tries again.
+			a.log.Warn("could not give the slot back", "group", group, "err", err)
+			return
+		}
+		if err == nil {
+			a.log.Info("slot released", "group", group, "reason", reason)
+		}
+	}
+	a.st.Phase = PhaseIdle
+	a.st.Group = ""
+	a.st.SlotAcquiredAt = time.Time{}
+	a.st.Lockless = false
+}
+
+func (a *Agent) backoff() time.Duration {
+	base := a.pol.Agent.Interval.D()
+	if base <= 0 {
+		base = time.Minute
+	}
+	d := base << min(a.st.CheckFailures-1, 5)
+	return min(d, time.Hour)
+}
+
+// budgetSpent reports whether the node used up its reboots for the period,
+// and when the next one is allowed.
+func (a *Agent) budgetSpent(now time.Time) (bool, time.Time) {
+	b := a.pol.Budget
+	if b.MaxReboots <= 0 || b.Period <= 0 {
+		return false, time.Time{}
+	}
+	since := now.Add(-b.Period.D())
+	kept := a.st.Reboots[:0]
+	for _, t := range a.st.Reboots {
+		if t.After(since) {
+			kept = append(kept, t)
+		}
+	}
+	a.st.Reboots = kept
+	if len(kept) < b.MaxReboots {
+		return false, time.Time{}
+	}
+	return true, kept[len(kept)-b.MaxReboots].Add(b.Period.D())
+}
+
+func (a *Agent) checksFor(phase string) []policy.Health {
+	var out []policy.Health
+	for _, h := range a.pol.Health {
+		if h.Phase == phase {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// runChecks runs the checks of a phase in order and returns the first that
+// did not pass, or nil.
+func (a *Agent) runChecks(ctx context.Context, phase string, r *Result) *CheckRecord {
+	boot, _ := a.bootID()
+	node := plugins.Node{ID: a.opts.NodeID, Group: a.pol.Node.Group, Hostname: a.opts.Hostname, BootID: boot}
+	for _, h := range a.checksFor(phase) {
+		rec := a.runCheck(ctx, h, node)
+		if a.st.Checks == nil {
+			a.st.Checks = map[string]CheckRecord{}
+		}
+		a.st.Checks[h.Name] = rec
+		if rec.Outcome == string(plugins.Pass) || (rec.Outcome == string(plugins.Error) && h.OnError == policy.OnErrorPass) {
+			continue
+		}
+		return &rec
+	}
+	return nil
+}
+
+func (a *Agent) runCheck(ctx context.Context, h policy.Health, node plugins.Node) CheckRecord {
+	rec := CheckRecord{Name: h.Name, Plugin: h.Plugin, Phase: h.Phase}
+	cfg, err := json.Marshal(h.Config)
+	if err != nil {
+		rec.Outcome, rec.Reason, rec.Time = string(plugins.Error), "config: "+err.Error(), a.opts.Clock.Now()
+		return rec
+	}
+	attempts := 1 + max(h.Retries, 0)
+	for i := range attempts {
+		rec.Attempts = i + 1
+		rec.Outcome, rec.Reason = a.checkOnce(ctx, h, node, cfg)
+		rec.Time = a.opts.Clock.Now()
+		if rec.Outcome == string(plugins.Pass) || i == attempts-1 {
+			break
+		}
+		if err := Sleep(ctx, a.opts.Clock, h.Interval.D()); err != nil {
+			break
+		}
+	}
+	a.log.Info("check", "name", h.Name, "phase", h.Phase, "outcome", rec.Outcome, "reason", rec.Reason, "attempts", rec.Attempts)
+	return rec
+}
+
+// checkOnce runs a check under its timeout. Anything but a valid answer is
+// an error outcome: a check that cannot answer never counts as a pass.
+func (a *Agent) checkOnce(ctx context.Context, h policy.Health, node plugins.Node, cfg json.RawMessage) (string, string) {
+	if a.opts.Checks == nil {
+		return string(plugins.Error), "no health check runner"
+	}
+	hc, err := a.opts.Checks(h.Plugin)
+	if err != nil {
+		return string(plugins.Error), err.Error()
+	}
+	timeout := h.Timeout.D()
+	c, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	res, err := hc.Check(c, plugins.CheckRequest{Name: h.Name, Phase: plugins.Phase(h.Phase), Node: node, Config: cfg})
+	switch {
+	case c.Err() != nil && ctx.Err() == nil:
+		return string(plugins.Error), fmt.Sprintf("timed out after %s", policy.FormatDuration(timeout))
+	case err != nil:
+		return string(plugins.Error), err.Error()
+	case !res.Outcome.Valid():
+		return string(plugins.Error), fmt.Sprintf("bad answer: outcome %q", res.Outcome)
+	}
+	reason := res.Reason
+	if reason == "" {
+		reason = string(res.Outcome)
+	}
+	return string(res.Outcome), reason
+}
+
+func (a *Agent) postBoot(ctx context.Context, now time.Time, r *Result) error {
+	if a.st.PostBootSince.IsZero() {
+		a.st.PostBootSince = now
+	}
+	if end := a.st.PostBootSince.Add(a.pol.PostBoot.Grace.D()); now.Before(end) {
+		a.decide(r, DecisionPostBoot, "rebooted; post-boot checks start after the grace period, at %s", end.Format(time.RFC3339))
+		r.wakeAt = end
+		return nil
+	}
+	if failed := a.runChecks(ctx, policy.PhasePostBoot, r); failed != nil {
+		return a.postBootFailed(ctx, now, r, failed)
+	}
+	if a.opts.Installer != nil {
+		if err := a.opts.Installer.MarkGood(ctx); err != nil {
+			a.decide(r, DecisionPostBoot, "post-boot checks passed but marking the boot good failed: %v; slot kept, retrying", err)
+			return nil
+		}
+	}
+	a.releaseIfHeld(ctx, "post-boot checks passed")
+	if a.st.Phase != PhaseIdle {
+		a.decide(r, DecisionPostBoot, "post-boot checks passed; giving the slot back failed, retrying")
+		return nil
+	}
+	if a.gates.Lock {
+		a.decide(r, DecisionIdle, "rebooted at %s; post-boot checks passed; slot released", a.st.LastReboot.Format(time.RFC3339))
+	} else {
+		a.decide(r, DecisionIdle, "rebooted at %s; post-boot checks passed", a.st.LastReboot.Format(time.RFC3339))
+	}
+	return nil
+}
+
+func (a *Agent) postBootFailed(ctx context.Context, now time.Time, r *Result, failed *CheckRecord) error {
+	reason := fmt.Sprintf("post-boot check '%s' failed: %s", failed.Name, failed.Reason)
+	a.st.Phase = PhaseFailed
+	a.st.FailureReason = reason
+	details := map[string]string{"check": failed.Name}
+	if a.opts.Installer != nil {
+		if err := a.opts.Installer.Rollback(ctx); err != nil {
+			a.log.Error("rollback failed", "err", err)
+			details["rollback"] = "failed: " + err.Error()
+		} else {
+			a.st.RolledBack = true
+			details["rollback"] = "previous slot set to boot next"
+		}
+	}
+	a.notify(ctx, EventPostBootFailed, reason, details)
+	group := a.pol.Node.Group
+	if a.opts.Locker != nil {
+		c, cancel := context.WithTimeout(ctx, a.lockTimeout())
+		err := a.opts.Locker.Freeze(c, plugins.FreezeRequest{Group: group, Reason: reason, By: a.opts.NodeID, At: now})
+		cancel()
+		if err != nil {
+			a.log.Error("could not freeze the group", "group", group, "err", err)
+		} else {
+			a.notify(ctx, EventGroupFrozen, reason, map[string]string{"frozen_by": a.opts.NodeID})
+		}
+	}
+	if err := a.save(); err != nil {
+		return err
+	}
+	a.decide(r, DecisionBlocked, "%s; slot kept and group %q frozen", reason, group)
+	return nil
+}
+
+// failed: the node keeps its slot until its checks pass again (without a
+// rollback) or an operator frees the slot.
+func (a *Agent) failed(ctx context.Context, now time.Time, r *Result) error {
+	if a.opts.Locker != nil {
+		c, cancel := context.WithTimeout(ctx, a.lockTimeout())
+		st, err := a.opts.Locker.Status(c, a.pol.Node.Group)
+		cancel()
+		if err == nil {
+			a.lockInfo(r, st)
+			if !st.Holds(a.opts.NodeID) {
+				a.st.Phase, a.st.FailureReason, a.st.RolledBack = PhaseIdle, "", false
+				a.decide(r, DecisionIdle, "slot freed by an operator after the post-boot failure")
+				return nil
+			}
+		}
+	}
+	if !a.st.RolledBack {
+		if failed := a.runChecks(ctx, policy.PhasePostBoot, r); failed == nil {
+			if a.opts.Installer != nil {
+				if err := a.opts.Installer.MarkGood(ctx); err != nil {
+					a.decide(r, DecisionBlocked, "%s; checks pass now but marking good failed: %v", a.st.FailureReason, err)
+					return nil
+				}
+			}
+			a.releaseIfHeld(ctx, "post-boot checks pass again")
+			a.st.FailureReason = ""
+			a.decide(r, DecisionIdle, "post-boot checks pass again; slot released (the group stays frozen until thawed)")
+			return nil
+		}
+	}
+	a.decide(r, DecisionBlocked, "%s; slot kept and group %q frozen; after fixing, run `offpeak locks thaw --group %s` and `offpeak locks unlock %s --group %s`",
+		a.st.FailureReason, a.pol.Node.Group, a.pol.Node.Group, a.opts.NodeID, a.pol.Node.Group)
+	return nil
+}
+
+func (a *Agent) notify(ctx context.Context, kind, reason string, details map[string]string) {
+	if a.opts.Notifier == nil {
+		return
+	}
+	ev := Event{Kind: kind, Node: a.opts.NodeID, Group: a.pol.Node.Group, Time: a.opts.Clock.Now(), Reason: reason, Details: details}
+	if err := a.opts.Notifier.Notify(ctx, ev); err != nil {
+		a.log.Warn("notification failed", "event", kind, "err", err)
+	}
+}
+
+func versionSuffix(v string) string {
+	if v == "" {
+		return ""
+	}
+	return " (" + v + ")"
+}
+
+func optional(prefix, v string) string {
+	if v == "" {
+		return ""
+	}
+	return prefix + v
+}

@@ -1,0 +1,79 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// minWake keeps the loop from spinning whatever the computed wake time.
+const minWake = time.Second
+
+// Run evaluates the pipeline until ctx ends: on a jittered period, at each
+// window edge, when the locker's state changes while waiting for a slot, and
+// when the policy is reloaded.
+func (a *Agent) Run(ctx context.Context) error {
+	for {
+		r, err := a.Step(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			a.log.Error("pass failed", "err", err)
+		}
+		now := a.opts.Clock.Now()
+		wake := a.nextWake(now, r)
+		timer := a.opts.Clock.After(wake.Sub(now))
+
+		wctx, cancel := context.WithCancel(ctx)
+		changed := make(chan struct{}, 1)
+		if r.Decision == DecisionWaitSlot && a.opts.Locker != nil && !a.opts.DryRun {
+			// Watch instead of polling: a freed slot wakes the loop at once.
+			go func() {
+				_, err := a.opts.Locker.Wait(wctx, r.Group, r.lockRevision)
+				if err == nil || !errors.Is(err, context.Canceled) {
+					changed <- struct{}{}
+				}
+			}()
+		}
+		select {
+		case <-ctx.Done():
+			cancel()
+			return nil
+		case <-timer:
+		case <-changed:
+			// A failing Wait would spin; let the timer pace retries then.
+			if wctx.Err() == nil && a.opts.Clock.Now().Sub(now) < minWake {
+				select {
+				case <-ctx.Done():
+				case <-a.opts.Clock.After(minWake):
+				case <-timer:
+				}
+			}
+		case <-a.reload:
+		}
+		cancel()
+	}
+}
+
+// nextWake picks the next evaluation: the regular period with jitter, or
+// earlier when something is due (a window opens or reaches its cutoff, the
+// grace period ends).
+func (a *Agent) nextWake(now time.Time, r Result) time.Time {
+	a.mu.Lock()
+	interval := a.pol.Agent.Interval.D()
+	jitter := a.pol.Agent.Jitter.D()
+	var j time.Duration
+	if jitter > 0 {
+		j = time.Duration(a.rnd.Int64N(int64(2*jitter))) - jitter
+	}
+	a.mu.Unlock()
+	wake := now.Add(interval + j)
+	if !r.wakeAt.IsZero() && r.wakeAt.After(now) && r.wakeAt.Before(wake) {
+		wake = r.wakeAt
+	}
+	if wake.Sub(now) < minWake {
+		wake = now.Add(minWake)
+	}
+	return wake
+}

@@ -1,0 +1,85 @@
+package scheduler
+
+import (
+	"time"
+
+	"github.com/offpeak/offpeak/plugins"
+)
+
+// Decisions, as printed by `offpeak check --output json`.
+const (
+	DecisionIdle       = "idle"
+	DecisionWaitWindow = "wait-window"
+	DecisionWaitSlot   = "wait-slot"
+	DecisionWaitHealth = "wait-health"
+	DecisionReboot     = "reboot"
+	DecisionPostBoot   = "post-boot"
+	DecisionBlocked    = "blocked"
+)
+
+// Phases of the persisted state.
+const (
+	PhaseIdle      = "idle"
+	PhaseAcquiring = "acquiring" // asked the locker; may hold a slot
+	PhaseHolding   = "holding"
+	PhaseRebooting = "rebooting" // the reboot was asked for
+	PhasePostBoot  = "post-boot" // a new boot, checks pending
+	PhaseFailed    = "failed"    // post-boot checks failed; slot kept, group frozen
+)
+
+// Result is one pass of the pipeline: what was decided and why.
+type Result struct {
+	Decision    string        `json:"decision"`
+	Reason      string        `json:"reason"`
+	NextWindow  *time.Time    `json:"next_window"`
+	HoldingSlot bool          `json:"holding_slot"`
+	Phase       string        `json:"phase"`
+	Strategy    string        `json:"strategy"`
+	Node        string        `json:"node"`
+	Group       string        `json:"group"`
+	Time        time.Time     `json:"time"`
+	DryRun      bool          `json:"dry_run,omitempty"`
+	Staged      *StagedInfo   `json:"staged,omitempty"`
+	Window      *WindowInfo   `json:"window,omitempty"`
+	Lock        *LockInfo     `json:"lock,omitempty"`
+	Checks      []CheckRecord `json:"checks,omitempty"`
+	LastReboot  *time.Time    `json:"last_reboot,omitempty"`
+
+	// lockRevision lets the loop wait for the locker to change.
+	lockRevision uint64
+	wakeAt       time.Time
+}
+
+// StagedInfo reports the reboot-needed detection.
+type StagedInfo struct {
+	State   string `json:"state"` // yes | no | unknown
+	Version string `json:"version,omitempty"`
+	Reason  string `json:"reason"`
+}
+
+// WindowInfo is the window a reboot may begin in.
+type WindowInfo struct {
+	Name        string    `json:"name"`
+	Start       time.Time `json:"start"`
+	End         time.Time `json:"end"`
+	RebootUntil time.Time `json:"reboot_until"`
+}
+
+// LockInfo summarises the group's semaphore as last seen.
+type LockInfo struct {
+	Slots        int              `json:"slots"`
+	Holders      []plugins.Holder `json:"holders"`
+	Frozen       bool             `json:"frozen"`
+	FrozenReason string           `json:"frozen_reason,omitempty"`
+}
+
+// CheckRecord is the last result of one health check.
+type CheckRecord struct {
+	Name     string    `json:"name"`
+	Plugin   string    `json:"plugin"`
+	Phase    string    `json:"phase"`
+	Outcome  string    `json:"outcome"`
+	Reason   string    `json:"reason"`
+	Time     time.Time `json:"time"`
+	Attempts int       `json:"attempts"`
+}
