@@ -3,6 +3,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -102,8 +103,8 @@ func (a *App) NewRootCmd() *cobra.Command {
 			return nil
 		},
 	}
-	root.PersistentFlags().StringVar(&a.Root, "root", "", "treat DIR as / for every file offpeak reads or writes (also $"+paths.EnvRoot+")")
-	root.PersistentFlags().StringVar(&a.LogLevel, "log-level", "info", "debug, info, warn or error")
+	root.PersistentFlags().StringVar(&a.Root, "root", a.Root, "treat DIR as / for every file offpeak reads or writes (also $"+paths.EnvRoot+")")
+	root.PersistentFlags().StringVar(&a.LogLevel, "log-level", cmp.Or(a.LogLevel, "info"), "debug, info, warn or error")
 	a.addCommands(root)
 	return root
 }

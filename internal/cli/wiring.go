@@ -12,11 +12,9 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/offpeak/offpeak/internal/builtin"
 	"github.com/offpeak/offpeak/internal/detect"
 	"github.com/offpeak/offpeak/internal/logind"
 	"github.com/offpeak/offpeak/internal/notify"
-	"github.com/offpeak/offpeak/internal/paths"
 	"github.com/offpeak/offpeak/internal/pluginhost"
 	"github.com/offpeak/offpeak/internal/policy"
 	"github.com/offpeak/offpeak/internal/reboot"
@@ -47,34 +45,6 @@ type agentFlags struct {
 	observer   scheduler.Observer
 }
 
-// newPluginManager starts no process: plugins start on first use.
-func (a *App) newPluginManager(pol *policy.Policy) (*pluginhost.Manager, error) {
-	exe, err := a.exe()
-	if err != nil {
-		return nil, fmt.Errorf("locating the offpeak binary: %w", err)
-	}
-	reg := builtin.New()
-	bi := map[plugins.Kind][]string{}
-	for n := range reg.Lockers {
-		bi[plugins.KindLocker] = append(bi[plugins.KindLocker], n)
-	}
-	for n := range reg.Checks {
-		bi[plugins.KindCheck] = append(bi[plugins.KindCheck], n)
-	}
-	pins := map[string]string{}
-	for n, p := range pol.Plugins {
-		pins[n] = p.SHA256
-	}
-	var env []string
-	if a.Root != "" {
-		env = append(env, paths.EnvRoot+"="+a.Root)
-	}
-	return pluginhost.New(pluginhost.Options{
-		Dirs: a.Layout().PluginDirs(), Exe: exe, Builtins: bi, Pins: pins, Env: env,
-		Logger: a.Logger, CallTimeout: pol.Lock.Timeout.D(),
-	}), nil
-}
-
 // lockerConfig renders [lock.config] as JSON, filling the file locker's
 // directory from the state directory when the policy leaves it out.
 func (a *App) lockerConfig(pol *policy.Policy) (json.RawMessage, error) {
@@ -98,7 +68,7 @@ func (a *App) openLocker(ctx context.Context, policyPath string) (plugins.Locker
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	m, err := a.newPluginManager(pol)
+	m, err := a.pluginManager(pol)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -168,7 +138,7 @@ func (a *App) buildAgent(ctx context.Context, pol *policy.Policy, f agentFlags) 
 	if err != nil {
 		return nil, err
 	}
-	m, err := a.newPluginManager(pol)
+	m, err := a.pluginManager(pol)
 	if err != nil {
 		return nil, err
 	}
