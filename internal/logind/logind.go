@@ -105,24 +105,22 @@ func (c *Client) Reboot(ctx context.Context, interactive bool) error {
 	return nil
 }
 
-type rawInhibitor struct {
-	What, Who, Why, Mode string
-	UID, PID             uint32
-}
-
 // ListInhibitors returns the inhibitor locks currently held.
 func (c *Client) ListInhibitors(ctx context.Context) ([]Inhibitor, error) {
 	call := c.obj.CallWithContext(ctx, ManagerInterface+".ListInhibitors", 0)
 	if call.Err != nil {
 		return nil, wrap("ListInhibitors", call.Err)
 	}
-	var raw []rawInhibitor
-	if err := call.Store(&raw); err != nil {
-		return nil, fmt.Errorf("logind: ListInhibitors: %w: want a(ssssuu): %w", ErrBadReply, err)
+	rows, err := structs(call.Body, "a(ssssuu)", "ssssuu")
+	if err != nil {
+		return nil, fmt.Errorf("logind: ListInhibitors: %w", err)
 	}
-	out := make([]Inhibitor, len(raw))
-	for i, r := range raw {
-		out[i] = Inhibitor(r)
+	out := make([]Inhibitor, len(rows))
+	for i, r := range rows {
+		out[i] = Inhibitor{
+			What: r[0].(string), Who: r[1].(string), Why: r[2].(string), Mode: r[3].(string),
+			UID: r[4].(uint32), PID: r[5].(uint32),
+		}
 	}
 	return out, nil
 }
@@ -172,12 +170,16 @@ func (c *Client) ListSessions(ctx context.Context) ([]Session, error) {
 	if call.Err != nil {
 		return nil, wrap("ListSessions", call.Err)
 	}
-	var raw []rawSession
-	if err := call.Store(&raw); err != nil {
-		return nil, fmt.Errorf("logind: ListSessions: %w: want a(susso): %w", ErrBadReply, err)
+	rows, err := structs(call.Body, "a(susso)", "susso")
+	if err != nil {
+		return nil, fmt.Errorf("logind: ListSessions: %w", err)
 	}
-	out := make([]Session, 0, len(raw))
-	for _, r := range raw {
+	out := make([]Session, 0, len(rows))
+	for _, row := range rows {
+		r := rawSession{
+			ID: row[0].(string), UID: row[1].(uint32), User: row[2].(string),
+			Seat: row[3].(string), Path: row[4].(dbus.ObjectPath),
+		}
 		if !r.Path.IsValid() {
 			return nil, fmt.Errorf("logind: ListSessions: %w: invalid object path %q", ErrBadReply, r.Path)
 		}
@@ -215,25 +217,17 @@ func (c *Client) session(ctx context.Context, r rawSession) (Session, error) {
 	p.str("RemoteHost", &s.RemoteHost)
 	p.boolean("Remote", &s.Remote)
 	if v, ok := props["User"]; ok {
-		var u struct {
-			UID  uint32
-			Path dbus.ObjectPath
-		}
-		if err := dbus.Store([]any{v.Value()}, &u); err != nil {
-			p.fail("User", v)
+		if f, ok := v.Value().([]any); ok && len(f) == 2 && isType[uint32](f[0]) && isType[dbus.ObjectPath](f[1]) {
+			s.UID = f[0].(uint32)
 		} else {
-			s.UID = u.UID
+			p.fail("User", v)
 		}
 	}
 	if v, ok := props["Seat"]; ok {
-		var seat struct {
-			ID   string
-			Path dbus.ObjectPath
-		}
-		if err := dbus.Store([]any{v.Value()}, &seat); err != nil {
-			p.fail("Seat", v)
+		if f, ok := v.Value().([]any); ok && len(f) == 2 && isType[string](f[0]) && isType[dbus.ObjectPath](f[1]) {
+			s.Seat = f[0].(string)
 		} else {
-			s.Seat = seat.ID
+			p.fail("Seat", v)
 		}
 	}
 	if p.err != nil {
@@ -325,4 +319,44 @@ func closeFDs(body []any) {
 			_ = os.NewFile(uintptr(fd), "").Close()
 		}
 	}
+}
+
+// structs checks that body is exactly one array of structs whose fields
+// have the D-Bus types in fields (s, u, o, b only) and returns the rows.
+// godbus would otherwise convert mismatched numbers into strings silently.
+func structs(body []any, sig, fields string) ([][]any, error) {
+	if len(body) != 1 {
+		return nil, fmt.Errorf("%w: %d values, want %s", ErrBadReply, len(body), sig)
+	}
+	rows, ok := body[0].([][]any)
+	if !ok {
+		return nil, fmt.Errorf("%w: got %T, want %s", ErrBadReply, body[0], sig)
+	}
+	for i, row := range rows {
+		if len(row) != len(fields) {
+			return nil, fmt.Errorf("%w: element %d has %d fields, want %s", ErrBadReply, i, len(row), sig)
+		}
+		for j, f := range []byte(fields) {
+			var ok bool
+			switch f {
+			case 's':
+				_, ok = row[j].(string)
+			case 'u':
+				_, ok = row[j].(uint32)
+			case 'o':
+				_, ok = row[j].(dbus.ObjectPath)
+			case 'b':
+				_, ok = row[j].(bool)
+			}
+			if !ok {
+				return nil, fmt.Errorf("%w: element %d field %d is %T, want %s", ErrBadReply, i, j, row[j], sig)
+			}
+		}
+	}
+	return rows, nil
+}
+
+func isType[T any](v any) bool {
+	_, ok := v.(T)
+	return ok
 }

@@ -169,22 +169,41 @@ func (badLogind) Inhibit(what, who, why, mode string) (string, *dbus.Error) {
 	return "not an fd", nil
 }
 
+// numericLogind answers with numbers where strings belong, which godbus
+// would happily convert into strings.
+type numericLogind struct{}
+
+type sixNumbers struct{ A, B, C, D, E, F uint32 }
+type fiveNumbers struct{ A, B, C, D, E uint32 }
+
+func (numericLogind) ListInhibitors() ([]sixNumbers, *dbus.Error) {
+	return []sixNumbers{{65, 66, 67, 68, 1, 2}}, nil
+}
+func (numericLogind) ListSessions() ([]fiveNumbers, *dbus.Error) {
+	return []fiveNumbers{{65, 1, 66, 67, 68}}, nil
+}
+
 func TestBadRepliesAreClearErrors(t *testing.T) {
-	d := dbustest.New(t)
-	d.Serve(t, logind.BusName, logind.ObjectPath, logind.ManagerInterface, badLogind{})
-	c := logind.New(d.Conn(t))
 	ctx := testCtx(t)
 	tests := []struct {
-		name string
-		call func() error
+		name    string
+		service any
+		call    func(c *logind.Client) error
 	}{
-		{"ListInhibitors", func() error { _, err := c.ListInhibitors(ctx); return err }},
-		{"ListSessions", func() error { _, err := c.ListSessions(ctx); return err }},
-		{"Inhibit", func() error { _, err := c.Inhibit(ctx, "shutdown", "a", "b", "block"); return err }},
+		{"ListInhibitors wrong type", badLogind{}, func(c *logind.Client) error { _, err := c.ListInhibitors(ctx); return err }},
+		{"ListSessions wrong type", badLogind{}, func(c *logind.Client) error { _, err := c.ListSessions(ctx); return err }},
+		{"Inhibit without fd", badLogind{}, func(c *logind.Client) error {
+			_, err := c.Inhibit(ctx, "shutdown", "a", "b", "block")
+			return err
+		}},
+		{"ListInhibitors numbers for strings", numericLogind{}, func(c *logind.Client) error { _, err := c.ListInhibitors(ctx); return err }},
+		{"ListSessions numbers for strings", numericLogind{}, func(c *logind.Client) error { _, err := c.ListSessions(ctx); return err }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := tt.call()
+			d := dbustest.New(t)
+			d.Serve(t, logind.BusName, logind.ObjectPath, logind.ManagerInterface, tt.service)
+			err := tt.call(logind.New(d.Conn(t)))
 			if !errors.Is(err, logind.ErrBadReply) {
 				t.Fatalf("%s with a malformed reply: %v, want ErrBadReply", tt.name, err)
 			}

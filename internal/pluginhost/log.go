@@ -6,22 +6,44 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"path/filepath"
 	"sync"
 
 	"github.com/hashicorp/go-hclog"
 )
 
-// hclogBridge is the hclog.Logger that go-plugin logs through (its own
-// messages and the plugin's stderr lines, already parsed to level, message
-// and key/values); it forwards everything to slog.
+// hclogBridge is the hclog.Logger that go-plugin logs through: its own
+// messages, and the plugin's stderr lines (already parsed to level, message
+// and key/values) through a child named after the binary. It forwards
+// everything to slog.
 type hclogBridge struct {
 	log  *slog.Logger
 	name string
+	// stderrName is the child name go-plugin uses for the plugin's stderr.
+	stderrName string
+	// fromPlugin: this logger carries the plugin's own lines, at the
+	// plugin's levels. go-plugin's lifecycle chatter is demoted: the
+	// Manager reports what matters (crashes, failed starts) itself.
+	fromPlugin bool
 }
 
 var _ hclog.Logger = (*hclogBridge)(nil)
 
-func newHCLogBridge(l *slog.Logger) *hclogBridge { return &hclogBridge{log: l} }
+func newHCLogBridge(l *slog.Logger, binary string) *hclogBridge {
+	return &hclogBridge{log: l, stderrName: filepath.Base(binary)}
+}
+
+func (b *hclogBridge) level(l hclog.Level) slog.Level {
+	if !b.fromPlugin {
+		switch l {
+		case hclog.Info:
+			l = hclog.Debug
+		case hclog.Error:
+			l = hclog.Warn
+		}
+	}
+	return slogLevel(l)
+}
 
 func slogLevel(l hclog.Level) slog.Level {
 	switch l {
@@ -39,14 +61,21 @@ func slogLevel(l hclog.Level) slog.Level {
 }
 
 func (b *hclogBridge) Log(level hclog.Level, msg string, args ...any) {
-	lv := slogLevel(level)
+	lv := b.level(level)
 	if !b.log.Enabled(context.Background(), lv) {
 		return
 	}
-	// go-plugin appends the plugin's own "timestamp"; the record has a time.
 	kept := make([]any, 0, len(args))
 	for i := 0; i+1 < len(args); i += 2 {
-		if k, ok := args[i].(string); ok && k == "timestamp" {
+		k, _ := args[i].(string)
+		switch {
+		case b.fromPlugin && k == "timestamp":
+			// go-plugin appends the plugin's own time; the record has one.
+			continue
+		case !b.fromPlugin && k == "plugin":
+			// go-plugin's "plugin" is the binary's path; plugin=<name> is
+			// already on the logger.
+			kept = append(kept, "path", args[i+1])
 			continue
 		}
 		kept = append(kept, args[i], args[i+1])
@@ -64,7 +93,7 @@ func (b *hclogBridge) Warn(msg string, args ...any)  { b.Log(hclog.Warn, msg, ar
 func (b *hclogBridge) Error(msg string, args ...any) { b.Log(hclog.Error, msg, args...) }
 
 func (b *hclogBridge) enabled(l hclog.Level) bool {
-	return b.log.Enabled(context.Background(), slogLevel(l))
+	return b.log.Enabled(context.Background(), b.level(l))
 }
 
 func (b *hclogBridge) IsTrace() bool { return b.enabled(hclog.Trace) }
@@ -76,7 +105,9 @@ func (b *hclogBridge) IsError() bool { return b.enabled(hclog.Error) }
 func (b *hclogBridge) ImpliedArgs() []any { return nil }
 
 func (b *hclogBridge) With(args ...any) hclog.Logger {
-	return &hclogBridge{log: b.log.With(args...), name: b.name}
+	c := *b
+	c.log = b.log.With(args...)
+	return &c
 }
 
 func (b *hclogBridge) Name() string { return b.name }
@@ -84,15 +115,20 @@ func (b *hclogBridge) Name() string { return b.name }
 // Named and ResetNamed keep the slog logger: its plugin=<name> attribute
 // already says where a line comes from.
 func (b *hclogBridge) Named(name string) hclog.Logger {
-	n := name
+	c := *b
+	c.name = name
 	if b.name != "" {
-		n = b.name + "." + name
+		c.name = b.name + "." + name
 	}
-	return &hclogBridge{log: b.log, name: n}
+	c.fromPlugin = b.fromPlugin || name == b.stderrName
+	return &c
 }
 
 func (b *hclogBridge) ResetNamed(name string) hclog.Logger {
-	return &hclogBridge{log: b.log, name: name}
+	c := *b
+	c.name = name
+	c.fromPlugin = name == b.stderrName
+	return &c
 }
 
 // SetLevel is a no-op: the slog handler decides what is shown.

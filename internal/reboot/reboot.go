@@ -97,9 +97,9 @@ type Rebooter struct {
 	Clock  Clock        // nil: the real clock
 	Log    *slog.Logger // nil: discard
 
-	// Broadcast sends Message to logged-in users with wall(1) before the
+	// WarnUsers sends Message to logged-in users with wall(1) before the
 	// delay starts.
-	Broadcast bool
+	WarnUsers bool
 	// Message is the broadcast text; empty means a default naming Delay.
 	Message string
 	// Delay is the grace period between the broadcast and the reboot.
@@ -157,7 +157,7 @@ func (r *Rebooter) message() string {
 func (r *Rebooter) Reboot(ctx context.Context) error {
 	log := r.log()
 	if r.DryRun {
-		log.Info("would reboot", "dry_run", true, "delay", r.Delay, "broadcast", r.Broadcast)
+		log.Info("would reboot", "dry_run", true, "delay", r.Delay, "warn_users", r.WarnUsers)
 		return nil
 	}
 	if !r.IgnoreInhibitors {
@@ -169,10 +169,10 @@ func (r *Rebooter) Reboot(ctx context.Context) error {
 			return err
 		}
 	}
-	if r.Broadcast {
+	if r.WarnUsers {
 		// A failed warning must not hold back a reboot the pipeline has
 		// already admitted; it is logged instead.
-		if err := r.runner().Run(ctx, []string{"wall"}, []byte(r.message()+"\n")); err != nil {
+		if err := r.Broadcast(ctx, r.message()); err != nil {
 			log.Warn("broadcast to logged-in users failed", "err", err)
 		}
 	}
@@ -201,6 +201,18 @@ func (r *Rebooter) Reboot(ctx context.Context) error {
 		return fmt.Errorf("reboot: systemctl reboot: %w", err)
 	}
 	log.Info("reboot requested with systemctl")
+	return nil
+}
+
+// Broadcast writes message to every logged-in terminal with wall(1),
+// the text on stdin so it is never parsed as options.
+func (r *Rebooter) Broadcast(ctx context.Context, message string) error {
+	if !strings.HasSuffix(message, "\n") {
+		message += "\n"
+	}
+	if err := r.runner().Run(ctx, []string{"wall"}, []byte(message)); err != nil {
+		return fmt.Errorf("reboot: broadcast: %w", err)
+	}
 	return nil
 }
 

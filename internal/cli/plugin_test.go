@@ -1,0 +1,88 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/offpeak/offpeak/internal/builtin"
+	"github.com/offpeak/offpeak/internal/pluginhost"
+)
+
+func runCLI(t *testing.T, exe string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	a := &App{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Now: time.Now, Exe: exe}
+	code := a.Run(context.Background(), args)
+	return code, out.String(), errb.String()
+}
+
+func TestPluginServeRejectsUnknown(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"plugin", "serve", "gadget", "file"}, `KIND must be locker or check, not "gadget"`},
+		{[]string{"plugin", "serve", "locker", "no-such"}, `no built-in locker "no-such"`},
+		{[]string{"plugin", "serve", "check", "no-such"}, `no built-in check "no-such"`},
+		{[]string{"plugin", "serve", "locker"}, "accepts 2 arg(s)"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			code, _, stderr := runCLI(t, "", tc.args...)
+			if code == 0 || !strings.Contains(stderr, tc.want) {
+				t.Fatalf("exit %d, stderr %q, want %q", code, stderr, tc.want)
+			}
+		})
+	}
+}
+
+func TestPluginsList(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "etc/offpeak/plugins")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Not a program: listed with its checksum and why it did not answer.
+	if err := os.WriteFile(filepath.Join(dir, "offpeak-plugin-junk"), []byte("junk\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(root, "no-offpeak-binary")
+
+	if code, _, stderr := runCLI(t, missing, "plugins", "list", "--root", root, "-o", "yaml"); code == 0 || !strings.Contains(stderr, "--output must be one of text, json") {
+		t.Fatalf("bad --output: exit %d, %q", code, stderr)
+	}
+
+	code, stdout, stderr := runCLI(t, missing, "plugins", "list", "--root", root, "-o", "json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var infos []pluginhost.PluginInfo
+	if err := json.Unmarshal([]byte(stdout), &infos); err != nil {
+		t.Fatalf("%v: %s", err, stdout)
+	}
+	byName := map[string]pluginhost.PluginInfo{}
+	for _, p := range infos {
+		byName[p.Name] = p
+	}
+	reg := builtin.New()
+	for name := range reg.Lockers {
+		if p := byName[name]; !p.Builtin || p.Answered || p.Path != missing {
+			t.Errorf("built-in %s: %+v", name, p)
+		}
+	}
+	junk := byName["junk"]
+	if junk.Answered || junk.Builtin || junk.SHA256 != "edff58f2a441868dc58c35d06f2b1c86e12e12bedfaa793a49c227672f77566e" ||
+		!strings.Contains(junk.Error, "exec format error") {
+		t.Errorf("junk: %+v", junk)
+	}
+
+	code, stdout, stderr = runCLI(t, missing, "plugins", "list", "--root", root)
+	if code != 0 || !strings.Contains(stdout, "NAME") || !strings.Contains(stdout, "junk: starting ") {
+		t.Fatalf("text: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+}
