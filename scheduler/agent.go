@@ -260,7 +260,7 @@ func (a *Agent) step(ctx context.Context, now time.Time, r *Result) error {
 
 func (a *Agent) preReboot(ctx context.Context, now time.Time, boot string, r *Result) error {
 	det := a.opts.Detector.Detect(ctx)
-	r.Staged = &StagedInfo{State: det.State.String(), Version: det.Version, Reason: det.Reason}
+	r.Staged = &StagedInfo{State: det.State.String(), Version: det.Version, Reason: det.Reason, Backend: det.Backend, BootedVersion: det.Booted}
 	switch det.State {
 	case StagedNo:
 		a.releaseIfHeld(ctx, "no update staged")

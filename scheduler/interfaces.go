@@ -47,6 +47,9 @@ type Detection struct {
 	State   Staged `json:"-"`
 	Version string `json:"version,omitempty"`
 	Reason  string `json:"reason"`
+	// Backend and Booted come from the installer, when one answered.
+	Backend string `json:"backend,omitempty"`
+	Booted  string `json:"booted,omitempty"`
 }
 
 // Detector tells whether an update waits for a reboot.

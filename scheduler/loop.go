@@ -56,6 +56,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
+// NextWake returns when the loop would evaluate again after r, for drivers
+// that run the pipeline themselves (the simulator).
+func (a *Agent) NextWake(now time.Time, r Result) time.Time { return a.nextWake(now, r) }
+
+// LockRevision is the locker revision seen by the pass, for Locker.Wait.
+func (r Result) LockRevision() uint64 { return r.lockRevision }
+
 // nextWake picks the next evaluation: the regular period with jitter, or
 // earlier when something is due (a window opens or reaches its cutoff, the
 // grace period ends).

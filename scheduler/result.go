@@ -52,9 +52,11 @@ type Result struct {
 
 // StagedInfo reports the reboot-needed detection.
 type StagedInfo struct {
-	State   string `json:"state"` // yes | no | unknown
-	Version string `json:"version,omitempty"`
-	Reason  string `json:"reason"`
+	State         string `json:"state"` // yes | no | unknown
+	Version       string `json:"version,omitempty"`
+	Reason        string `json:"reason"`
+	Backend       string `json:"backend,omitempty"`
+	BootedVersion string `json:"booted_version,omitempty"`
 }
 
 // WindowInfo is the window a reboot may begin in.

@@ -75,6 +75,13 @@ func newAgentCmd(a *App) *cobra.Command {
 	return cmd
 }
 
+func orNone(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
 func policySources(s []string) string {
 	if len(s) == 0 {
 		return "built-in default"
@@ -148,6 +155,9 @@ func printResult(a *App, r scheduler.Result) {
 	}
 	if r.Staged != nil {
 		fmt.Fprintf(tw, "staged:\t%s (%s)\n", r.Staged.State, r.Staged.Reason)
+		if r.Staged.Backend != "" {
+			fmt.Fprintf(tw, "installer:\t%s, booted %s, staged %s\n", r.Staged.Backend, orNone(r.Staged.BootedVersion), orNone(r.Staged.Version))
+		}
 	}
 	if r.Lock != nil {
 		var ids []string

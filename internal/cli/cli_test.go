@@ -230,4 +230,3 @@ func TestStatusWithoutState(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
 }
-

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/offpeak/offpeak/internal/builtin"
+	"github.com/offpeak/offpeak/internal/installers"
 	"github.com/offpeak/offpeak/internal/policy"
 )
 
@@ -28,6 +29,8 @@ func (a *App) policyOptions(path string) policy.Options {
 				if c, ok := reg.Checks[name]; ok && c.Config != nil {
 					return c.Config()
 				}
+			case "installer":
+				return installers.Config(name)
 			}
 			return nil
 		},

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,7 +11,9 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
+	"github.com/offpeak/offpeak/installer"
 	"github.com/offpeak/offpeak/internal/detect"
+	"github.com/offpeak/offpeak/internal/installers"
 	"github.com/offpeak/offpeak/internal/logind"
 	"github.com/offpeak/offpeak/internal/notify"
 	"github.com/offpeak/offpeak/internal/pluginhost"
@@ -165,11 +166,12 @@ func (a *App) buildAgent(ctx context.Context, pol *policy.Policy, f agentFlags) 
 		locker = l
 	}
 
-	inst, err := a.installerBackend(ctx, pol)
+	inst, closeInst, err := a.installerBackend(ctx, pol)
 	if err != nil {
 		rt.Close()
 		return nil, err
 	}
+	rt.closers = append(rt.closers, closeInst)
 	det := &detect.Detector{Sources: pol.Detect, Layout: a.Layout()}
 	if inst != nil {
 		det.Installer = inst
@@ -243,19 +245,7 @@ func (n webhookNotifier) Notify(ctx context.Context, ev scheduler.Event) error {
 	return n.w.Notify(ctx, notify.Event{Kind: notify.Kind(ev.Kind), Node: ev.Node, Group: ev.Group, Time: ev.Time, Reason: ev.Reason, Details: ev.Details})
 }
 
-var errNoInstaller = errors.New("no installer")
-
 // installerBackend builds the [installer] backend, or nil for "none".
-func (a *App) installerBackend(ctx context.Context, pol *policy.Policy) (installerBackend, error) {
-	switch pol.Installer.Backend {
-	case "", "none", "sentinel":
-		return nil, nil
-	}
-	return nil, fmt.Errorf("installer backend %q: %w", pol.Installer.Backend, errNoInstaller)
-}
-
-// installerBackend is what the agent needs of an installer.
-type installerBackend interface {
-	detect.StatusSource
-	scheduler.Installer
+func (a *App) installerBackend(ctx context.Context, pol *policy.Policy) (installer.Backend, func(), error) {
+	return installers.New(ctx, pol.Installer.Backend, pol.Installer.Config, a.Layout(), a.Logger)
 }

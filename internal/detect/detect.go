@@ -35,8 +35,14 @@ type Detector struct {
 // Detect implements scheduler.Detector.
 func (d *Detector) Detect(ctx context.Context) scheduler.Detection {
 	var yes, unknown []string
-	version := ""
+	version, backend, booted := "", "", ""
 	for _, s := range d.Sources {
+		if s.Kind == policy.DetectInstaller && d.Installer != nil {
+			// Report the booted system even when nothing is staged.
+			if st, err := d.Installer.Status(ctx); err == nil {
+				backend, booted = st.Backend, st.BootedVersion
+			}
+		}
 		state, v, why := d.one(ctx, s)
 		switch state {
 		case scheduler.StagedYes:
@@ -50,13 +56,13 @@ func (d *Detector) Detect(ctx context.Context) scheduler.Detection {
 	}
 	switch {
 	case len(unknown) > 0:
-		return scheduler.Detection{State: scheduler.StagedUnknown, Reason: strings.Join(unknown, "; ")}
+		return scheduler.Detection{State: scheduler.StagedUnknown, Reason: strings.Join(unknown, "; "), Backend: backend, Booted: booted}
 	case len(yes) > 0:
-		return scheduler.Detection{State: scheduler.StagedYes, Version: version, Reason: strings.Join(yes, "; ")}
+		return scheduler.Detection{State: scheduler.StagedYes, Version: version, Reason: strings.Join(yes, "; "), Backend: backend, Booted: booted}
 	case len(d.Sources) == 0:
 		return scheduler.Detection{State: scheduler.StagedNo, Reason: "no reboot-needed source configured"}
 	}
-	return scheduler.Detection{State: scheduler.StagedNo, Reason: "no update staged"}
+	return scheduler.Detection{State: scheduler.StagedNo, Reason: "no update staged", Backend: backend, Booted: booted}
 }
 
 func (d *Detector) one(ctx context.Context, s policy.Detect) (scheduler.Staged, string, string) {

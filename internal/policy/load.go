@@ -157,6 +157,11 @@ func build(files []fileSrc, opts Options) (*Policy, error) {
 	if len(c.errs) > 0 {
 		return nil, c.errs
 	}
+	if b := p.Installer.Backend; b != "" && b != "none" && origin["detect"].File == "" {
+		// The installer knows best whether an update is staged; the default
+		// sentinel files only serve hosts without one.
+		p.Detect = []Detect{{Kind: DetectInstaller, Source: origin["installer.backend"]}}
+	}
 	p.applyDefaults()
 	for _, f := range files {
 		p.Sources = append(p.Sources, f.name)

@@ -163,6 +163,13 @@ func (c *collector) validateFile(p *Policy, m map[string]any, opts Options) {
 	if has(m, "installer", "backend") && !slices.Contains(Backends, p.Installer.Backend) {
 		c.addf("installer.backend", "unknown backend %q; valid: %s%s", p.Installer.Backend, strings.Join(Backends, ", "), didYouMean(p.Installer.Backend, Backends))
 	}
+	if has(m, "installer", "config") {
+		backend := p.Installer.Backend
+		if backend == "" {
+			backend = "none"
+		}
+		c.validatePluginConfig("installer.config", "installer", backend, p.Installer.Config, opts)
+	}
 	if has(m, "reboot", "method") && p.Reboot.Method != "logind" && p.Reboot.Method != "systemctl" {
 		c.addf("reboot.method", "must be \"logind\" or \"systemctl\", not %q", p.Reboot.Method)
 	}
