@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/robfig/cron/v3"
+
 	"github.com/offpeak/offpeak/internal/policy"
 )
 
@@ -212,13 +214,22 @@ func TestAllowedAgreesWithNext(t *testing.T) {
 	}
 }
 
+// BenchmarkNext1000Windows measures the calendar against a baseline of
+// robfig/cron's own Next over the same five specs (which is what zincati-
+// or kured-style schedulers do, without DST handling or merging).
 func BenchmarkNext1000Windows(b *testing.B) {
-	p, err := policy.Parse("bench.toml", []byte(
-		win("a", "0 2 * * 1-5", "3h", "Europe/Berlin", "30m")+
-			win("b", "0 4 * * 6,0", "5h", "America/New_York", "30m")+
-			win("c", "30 1 1 * *", "2h", "Asia/Kolkata", "")+
-			win("d", "0 22 * * 3", "4h", "Australia/Lord_Howe", "15m")+
-			win("e", "15 3 * * *", "45m", "UTC", "")), policy.Options{})
+	specs := []struct{ name, start, dur, tz, cutoff string }{
+		{"a", "0 2 * * 1-5", "3h", "Europe/Berlin", "30m"},
+		{"b", "0 4 * * 6,0", "5h", "America/New_York", "30m"},
+		{"c", "30 1 1 * *", "2h", "Asia/Kolkata", ""},
+		{"d", "0 22 * * 3", "4h", "Australia/Lord_Howe", "15m"},
+		{"e", "15 3 * * *", "45m", "UTC", ""},
+	}
+	var src string
+	for _, s := range specs {
+		src += win(s.name, s.start, s.dur, s.tz, s.cutoff)
+	}
+	p, err := policy.Parse("bench.toml", []byte(src), policy.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -227,10 +238,41 @@ func BenchmarkNext1000Windows(b *testing.B) {
 		b.Fatal(err)
 	}
 	from := time.Date(2025, 3, 8, 0, 0, 0, 0, time.UTC)
-	b.ReportAllocs()
-	for b.Loop() {
-		if n := len(c.Next(from, 1000)); n != 1000 {
-			b.Fatalf("got %d", n)
+	b.Run("calendar", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if n := len(c.Next(from, 1000)); n != 1000 {
+				b.Fatalf("got %d", n)
+			}
 		}
-	}
+	})
+	b.Run("robfig-baseline", func(b *testing.B) {
+		parser := cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+		var scheds []cron.Schedule
+		for _, s := range specs {
+			loc, _ := time.LoadLocation(s.tz)
+			sc, err := parser.Parse("CRON_TZ=" + loc.String() + " " + s.start)
+			if err != nil {
+				b.Fatal(err)
+			}
+			scheds = append(scheds, sc)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			// 1000 activations across the five specs, earliest first.
+			next := make([]time.Time, len(scheds))
+			for i, sc := range scheds {
+				next[i] = sc.Next(from)
+			}
+			for range 1000 {
+				k := 0
+				for i := range next {
+					if next[i].Before(next[k]) {
+						k = i
+					}
+				}
+				next[k] = scheds[k].Next(next[k])
+			}
+		}
+	})
 }

@@ -70,10 +70,12 @@ type Locker struct {
 	log *slog.Logger
 	now func() time.Time
 
-	mu      sync.Mutex
-	cli     *clientv3.Client
-	prefix  string
-	timeout time.Duration
+	mu         sync.Mutex
+	configured bool
+	ccfg       clientv3.Config
+	cli        *clientv3.Client // created on first use
+	prefix     string
+	timeout    time.Duration
 }
 
 // New returns an unconfigured etcd locker.
@@ -86,8 +88,9 @@ func newLocker(log *slog.Logger) *Locker {
 	return &Locker{log: log, now: time.Now}
 }
 
-// Configure validates cfg and creates the etcd client. It does not dial:
-// an unreachable cluster surfaces as ErrUnavailable on the first call.
+// Configure validates cfg. The client is created on first use, so an
+// unreachable cluster (or one that rejects the password) surfaces as an
+// error of that call and the next call tries again.
 func (l *Locker) Configure(ctx context.Context, raw json.RawMessage) error {
 	var cfg Config
 	if err := plugins.DecodeConfig(raw, &cfg); err != nil {
@@ -128,21 +131,17 @@ func (l *Locker) Configure(ctx context.Context, raw json.RawMessage) error {
 			}
 		}
 	}
-	cli, err := clientv3.New(clientv3.Config{
+	ccfg := clientv3.Config{
 		Endpoints:   cfg.Endpoints,
 		DialTimeout: cfg.DialTimeout.D(),
 		TLS:         tlsCfg,
 		Username:    cfg.Username,
 		Password:    cfg.Password,
 		Logger:      zap.NewNop(),
-		Context:     context.WithoutCancel(ctx),
-	})
-	if err != nil {
-		return fmt.Errorf("%w: etcd client: %w", plugins.ErrInvalidArgument, err)
 	}
 	l.mu.Lock()
 	old := l.cli
-	l.cli, l.prefix, l.timeout = cli, cfg.Prefix, cfg.RequestTimeout.D()
+	l.cli, l.ccfg, l.configured, l.prefix, l.timeout = nil, ccfg, true, cfg.Prefix, cfg.RequestTimeout.D()
 	l.mu.Unlock()
 	if old != nil {
 		_ = old.Close()
@@ -172,8 +171,16 @@ type keys struct {
 func (l *Locker) client() (*clientv3.Client, string, time.Duration, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.cli == nil {
+	if !l.configured {
 		return nil, "", 0, fmt.Errorf("%w: etcd locker used before Configure", plugins.ErrInvalidArgument)
+	}
+	if l.cli == nil {
+		// With a username, New authenticates and so needs the cluster.
+		cli, err := clientv3.New(l.ccfg)
+		if err != nil {
+			return nil, "", 0, wrapErr(context.Background(), "connect", err)
+		}
+		l.cli = cli
 	}
 	return l.cli, l.prefix, l.timeout, nil
 }
@@ -285,11 +292,8 @@ func (l *Locker) Acquire(ctx context.Context, req plugins.AcquireRequest) (plugi
 			if err != nil {
 				return err
 			}
-			if p.Frozen {
-				res = plugins.AcquireResult{State: s.State(req.Group, uint64(s.rev))}
-				return fmt.Errorf("group %q: %w", req.Group, plugins.ErrFrozen)
-			}
 			if !p.Writes() {
+				// Refused: full, or frozen (State.Frozen tells which).
 				res = plugins.AcquireResult{State: s.State(req.Group, uint64(s.rev))}
 				return nil
 			}

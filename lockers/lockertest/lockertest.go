@@ -7,8 +7,10 @@
 //   - at most Slots holders; Slots only matters when the group is created;
 //   - Acquire is idempotent for a holder and refreshes its record;
 //   - Release of a non-holder is ErrNotHolder;
-//   - a frozen group refuses new holders with ErrFrozen (Granted false) but
-//     re-grants existing holders, and they may release;
+//   - a frozen group refuses new holders — Granted false, no error, and
+//     State.Frozen set, so the caller can say why — but re-grants existing
+//     holders, and they may release;
+//   - bad names (empty group or id) are ErrInvalidArgument, for every call;
 //   - SetSlots never evicts; below the holder count nobody new is granted;
 //   - a holder past its Deadline is removed only by a request with
 //     ReclaimStale whose Now is at or after that Deadline;
@@ -234,8 +236,8 @@ func testFrozen(t *testing.T, l plugins.Locker, g string) {
 		t.Fatalf("status after freeze = %+v", st)
 	}
 	res, err := l.Acquire(ctx, plugins.AcquireRequest{Group: g, Slots: 3, Holder: plugins.Holder{ID: "n2"}})
-	if !errors.Is(err, plugins.ErrFrozen) || res.Granted {
-		t.Fatalf("Acquire in a frozen group = %+v, %v; want ErrFrozen", res, err)
+	if err != nil || res.Granted || !res.State.Frozen || res.State.FrozenReason != "post-boot check failed" {
+		t.Fatalf("Acquire in a frozen group = %+v, %v; want refused with the frozen state", res, err)
 	}
 	if st := status(t, l, g); st.Holds("n2") {
 		t.Fatal("frozen group gained a holder")
@@ -260,8 +262,8 @@ func testFrozen(t *testing.T, l plugins.Locker, g string) {
 	if err := l.Freeze(ctx, plugins.FreezeRequest{Group: g2, Reason: "hold", By: "admin"}); err != nil {
 		t.Fatalf("Freeze: %v", err)
 	}
-	if _, err := l.Acquire(ctx, plugins.AcquireRequest{Group: g2, Slots: 1, Holder: plugins.Holder{ID: "n1"}}); !errors.Is(err, plugins.ErrFrozen) {
-		t.Fatalf("Acquire in a frozen new group = %v, want ErrFrozen", err)
+	if res, err := l.Acquire(ctx, plugins.AcquireRequest{Group: g2, Slots: 1, Holder: plugins.Holder{ID: "n1"}}); err != nil || res.Granted || !res.State.Frozen {
+		t.Fatalf("Acquire in a frozen new group = %+v, %v; want refused with the frozen state", res, err)
 	}
 }
 

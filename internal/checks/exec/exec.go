@@ -249,8 +249,12 @@ func (c *Check) run(ctx context.Context, req plugins.CheckRequest, cfg *Config, 
 
 // environ builds the minimal environment described in the package comment.
 func (c *Check) environ(req plugins.CheckRequest, cfg *Config) []string {
+	getenv := c.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
 	m := map[string]string{
-		"PATH":            c.Getenv("PATH"),
+		"PATH":            getenv("PATH"),
 		"OFFPEAK_CHECK":   req.Name,
 		"OFFPEAK_PHASE":   string(req.Phase),
 		"OFFPEAK_NODE_ID": req.Node.ID,

@@ -52,6 +52,8 @@ func Start(t testing.TB, opt Options) *Server {
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	cfg.LogLevel = "error"
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	// The lowest bcrypt cost keeps password-auth tests fast under -race.
+	cfg.BcryptCost = 4
 	if opt.TLS != nil {
 		cfg.ClientTLSInfo = transport.TLSInfo{
 			CertFile:       opt.TLS.CertFile,

@@ -266,7 +266,8 @@ func (s Snapshot) State(group string, revision uint64) plugins.LockState {
 // Plan is what an Acquire must write, decided from a Snapshot.
 type Plan struct {
 	Granted bool
-	// Frozen: refused because the group is frozen; nothing is written.
+	// Frozen: refused because the group is frozen; nothing is written and
+	// the caller reports a refusal whose state shows the freeze.
 	Frozen bool
 	// Sem is the new semaphore to CAS in; nil leaves it untouched (a holder
 	// refreshing its record, or a refusal).

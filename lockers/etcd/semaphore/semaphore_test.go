@@ -1,0 +1,165 @@
+package semaphore
+
+import (
+	"encoding/json"
+	"errors"
+	"slices"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/offpeak/offpeak/plugins"
+)
+
+func TestParseMarshalRoundTrip(t *testing.T) {
+	cases := []struct{ in, out string }{
+		{`{"total_slots":2,"holders":["b","a"]}`, `{"total_slots":2,"holders":["a","b"]}`},
+		{`{"holders":null,"total_slots":1}`, `{"total_slots":1,"holders":[]}`},
+		{`{"total_slots":1}`, `{"total_slots":1,"holders":[]}`},
+		{`{"total_slots":0,"holders":[],"z":1,"a":{"k":[1]}}`, `{"total_slots":0,"holders":[],"a":{"k":[1]},"z":1}`},
+	}
+	for _, c := range cases {
+		t.Run(c.in, func(t *testing.T) {
+			v, err := Parse([]byte(c.in))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := v.Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(b) != c.out {
+				t.Fatalf("Marshal = %s, want %s", b, c.out)
+			}
+		})
+	}
+}
+
+func TestAirlockKeyEscapesGroup(t *testing.T) {
+	cases := map[string]string{
+		"default": "com.coreos.airlock/groups/default/v1/semaphore",
+		"eu/web":  "com.coreos.airlock/groups/eu%2Fweb/v1/semaphore",
+		"a&b":     "com.coreos.airlock/groups/a%26b/v1/semaphore",
+	}
+	for g, want := range cases {
+		if got := AirlockKey(g); got != want {
+			t.Errorf("AirlockKey(%q) = %s, want %s", g, got, want)
+		}
+	}
+}
+
+func TestDecide(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	sem := func(n uint64, hs ...string) *Value { v := New(n); v.Holders = hs; return v }
+	meta := map[string]plugins.Holder{
+		"old":   {ID: "old", Deadline: t0},
+		"fresh": {ID: "fresh", Deadline: t0.Add(time.Hour)},
+	}
+	cases := []struct {
+		name          string
+		snap          Snapshot
+		req           plugins.AcquireRequest
+		granted       bool
+		frozen        bool
+		writesSem     bool
+		reclaimed     []string
+		wantInvalid   bool
+		wantAcquireAt time.Time
+	}{
+		{name: "create", snap: Snapshot{}, req: plugins.AcquireRequest{Slots: 2}, granted: true, writesSem: true},
+		{name: "create without slots", snap: Snapshot{}, req: plugins.AcquireRequest{}, wantInvalid: true},
+		{name: "full", snap: Snapshot{Sem: sem(1, "x")}, req: plugins.AcquireRequest{}},
+		{name: "holder refresh writes no semaphore", snap: Snapshot{Sem: sem(1, "me")}, granted: true},
+		{name: "holder refresh while frozen", snap: Snapshot{Sem: sem(1, "me"), Frozen: &Frozen{}}, granted: true},
+		{name: "frozen", snap: Snapshot{Sem: sem(3), Frozen: &Frozen{}}, frozen: true},
+		{name: "frozen reclaims nothing", snap: Snapshot{Sem: sem(1, "old"), Meta: meta, Frozen: &Frozen{}},
+			req: plugins.AcquireRequest{ReclaimStale: true, Now: t0}, frozen: true},
+		{name: "deadline reached is stale", snap: Snapshot{Sem: sem(1, "old"), Meta: meta},
+			req: plugins.AcquireRequest{ReclaimStale: true, Now: t0}, granted: true, writesSem: true, reclaimed: []string{"old"}},
+		{name: "deadline ahead is not stale", snap: Snapshot{Sem: sem(1, "fresh"), Meta: meta},
+			req: plugins.AcquireRequest{ReclaimStale: true, Now: t0}},
+		{name: "reclaim without room still removes the stale holder", snap: Snapshot{Sem: sem(1, "fresh", "old", "x"), Meta: meta},
+			req: plugins.AcquireRequest{ReclaimStale: true, Now: t0}, writesSem: true, reclaimed: []string{"old"}},
+		{name: "no metadata never stale", snap: Snapshot{Sem: sem(1, "x"), Meta: meta},
+			req: plugins.AcquireRequest{ReclaimStale: true, Now: t0.Add(1000 * time.Hour)}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			req := c.req
+			req.Group = "g"
+			req.Holder.ID = "me"
+			if req.Now.IsZero() {
+				req.Now = t0
+			}
+			p, err := Decide(c.snap, req, req.Now)
+			if c.wantInvalid {
+				if !errors.Is(err, plugins.ErrInvalidArgument) {
+					t.Fatalf("err = %v, want ErrInvalidArgument", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Granted != c.granted || p.Frozen != c.frozen || (p.Sem != nil) != c.writesSem {
+				t.Fatalf("plan = %+v", p)
+			}
+			var rec []string
+			for _, h := range p.Reclaimed {
+				rec = append(rec, h.ID)
+			}
+			if !slices.Equal(rec, c.reclaimed) {
+				t.Fatalf("reclaimed %v, want %v", rec, c.reclaimed)
+			}
+			if p.Granted && p.Holder.AcquiredAt.IsZero() {
+				t.Fatal("granted holder has no acquired-at")
+			}
+			if c.snap.Sem != nil && p.Sem == c.snap.Sem {
+				t.Fatal("plan aliases the snapshot's semaphore")
+			}
+		})
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{
+		`{"total_slots":2,"holders":["a","b"]}`,
+		`{"total_slots":1,"holders":[],"x":{"y":[1,2]}}`,
+		`{"total_slots":-1}`, `null`, `[]`, `{"total_slots":1,"holders":["a","a"]}`,
+		`{"total_slots":1e3,"holders":null}`, `{"total_slots":4}{}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		v, err := Parse(b)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v is not ErrMalformed", err)
+			}
+			return
+		}
+		if !sort.StringsAreSorted(v.Holders) {
+			t.Fatalf("holders not sorted: %v", v.Holders)
+		}
+		out, err := v.Marshal()
+		if err != nil {
+			t.Fatalf("Marshal of a parsed value: %v", err)
+		}
+		// What offpeak writes must parse again to the same thing and must
+		// decode with airlock's field types.
+		v2, err := Parse(out)
+		if err != nil {
+			t.Fatalf("re-parse of %s: %v", out, err)
+		}
+		if v2.TotalSlots != v.TotalSlots || !slices.Equal(v2.Holders, v.Holders) || len(v2.Extra) != len(v.Extra) {
+			t.Fatalf("round trip changed %+v into %+v", v, v2)
+		}
+		var airlock struct {
+			TotalSlots uint64   `json:"total_slots"`
+			Holders    []string `json:"holders"`
+		}
+		if err := json.Unmarshal(out, &airlock); err != nil {
+			t.Fatalf("airlock cannot decode %s: %v", out, err)
+		}
+	})
+}

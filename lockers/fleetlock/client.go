@@ -1,0 +1,559 @@
+package fleetlock
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/offpeak/offpeak/plugins"
+)
+
+// Client defaults.
+const (
+	DefaultRequestTimeout = 30 * time.Second
+	// DefaultPollInterval is how often Wait asks again against a server
+	// without offpeak's wait endpoint. FleetLock has no way to be told of a
+	// freed slot, so clients poll; a few minutes keeps a fleet's load low.
+	DefaultPollInterval = 5 * time.Minute
+	DefaultMaxRetries   = 4
+	retryBase           = 500 * time.Millisecond
+	retryCap            = 30 * time.Second
+	// longPoll is the wait timeout asked of offpeak's server.
+	longPoll = 50 * time.Second
+)
+
+// ErrNotSupported: the server speaks plain FleetLock and lacks offpeak's
+// extension endpoints. Errors carrying it also match plugins.ErrUnavailable.
+var ErrNotSupported = errors.New("not supported by the FleetLock protocol")
+
+// Config is the policy's [lock.config] table for plugin "fleetlock".
+type Config struct {
+	// URL is the server's base URL; a trailing slash does not matter.
+	URL string `json:"url"`
+	// CAFile alone gives CA-only trust; CertFile/KeyFile add a client
+	// certificate for servers that require one.
+	CAFile             string `json:"ca_file"`
+	CertFile           string `json:"cert_file"`
+	KeyFile            string `json:"key_file"`
+	ServerName         string `json:"server_name"`
+	InsecureSkipVerify bool   `json:"insecure_skip_verify"`
+	// Token (or the first line of TokenFile) is sent as a bearer token; an
+	// offpeak server needs it for set-max, freeze and thaw. Never logged.
+	Token          string           `json:"token"`
+	TokenFile      string           `json:"token_file"`
+	RequestTimeout plugins.Duration `json:"request_timeout"`
+	PollInterval   plugins.Duration `json:"poll_interval"`
+	// MaxRetries is how often a transient failure (connection refused,
+	// 5xx) is retried, with capped, jittered exponential backoff.
+	MaxRetries *int `json:"max_retries"`
+}
+
+// Locker is a FleetLock client implementing plugins.Locker.
+type Locker struct {
+	log *slog.Logger
+	// random and sleep are injected so backoff is deterministic in tests.
+	random func() float64
+	sleep  func(ctx context.Context, d time.Duration) error
+
+	mu       sync.Mutex
+	base     *url.URL
+	hc       *http.Client
+	token    string
+	timeout  time.Duration
+	poll     time.Duration
+	retries  int
+	localRev uint64
+}
+
+// New returns an unconfigured FleetLock client.
+func New(log *slog.Logger) plugins.Locker { return newLocker(log) }
+
+func newLocker(log *slog.Logger) *Locker {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Locker{log: log, random: rand.Float64, sleep: sleepCtx}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// Configure validates the settings and prepares the HTTP client.
+func (l *Locker) Configure(_ context.Context, raw json.RawMessage) error {
+	var cfg Config
+	if err := plugins.DecodeConfig(raw, &cfg); err != nil {
+		return err
+	}
+	base, err := url.Parse(cfg.URL)
+	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
+		return fmt.Errorf("%w: fleetlock url %q must be an absolute http(s) URL", plugins.ErrInvalidArgument, cfg.URL)
+	}
+	base.Path = strings.TrimSuffix(base.Path, "/")
+	base.RawQuery, base.Fragment = "", ""
+	tc, err := clientTLS(cfg)
+	if err != nil {
+		return err
+	}
+	if tc != nil && base.Scheme != "https" {
+		return fmt.Errorf("%w: fleetlock TLS settings given but url %s is not https", plugins.ErrInvalidArgument, cfg.URL)
+	}
+	token := cfg.Token
+	if cfg.TokenFile != "" {
+		if token != "" {
+			return fmt.Errorf("%w: fleetlock token and token_file are exclusive", plugins.ErrInvalidArgument)
+		}
+		b, err := os.ReadFile(cfg.TokenFile)
+		if err != nil {
+			return fmt.Errorf("%w: fleetlock token_file: %w", plugins.ErrInvalidArgument, err)
+		}
+		token, _, _ = strings.Cut(strings.TrimSpace(string(b)), "\n")
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = plugins.Duration(DefaultRequestTimeout)
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = plugins.Duration(DefaultPollInterval)
+	}
+	retries := DefaultMaxRetries
+	if cfg.MaxRetries != nil {
+		if *cfg.MaxRetries < 0 {
+			return fmt.Errorf("%w: fleetlock max_retries %d is negative", plugins.ErrInvalidArgument, *cfg.MaxRetries)
+		}
+		retries = *cfg.MaxRetries
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tc
+	l.mu.Lock()
+	l.base, l.token, l.timeout, l.poll, l.retries = base, token, cfg.RequestTimeout.D(), cfg.PollInterval.D(), retries
+	l.hc = &http.Client{Transport: tr}
+	l.mu.Unlock()
+	l.log.Debug("fleetlock client configured", "url", base.Redacted(), "tls", tc != nil, "client_cert", cfg.CertFile != "", "token", token != "")
+	return nil
+}
+
+// Close drops idle connections.
+func (l *Locker) Close() error {
+	l.mu.Lock()
+	hc := l.hc
+	l.mu.Unlock()
+	if hc != nil {
+		hc.CloseIdleConnections()
+	}
+	return nil
+}
+
+func clientTLS(cfg Config) (*tls.Config, error) {
+	if cfg.CAFile == "" && cfg.CertFile == "" && cfg.KeyFile == "" && cfg.ServerName == "" && !cfg.InsecureSkipVerify {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.ServerName, InsecureSkipVerify: cfg.InsecureSkipVerify}
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: fleetlock ca_file: %w", plugins.ErrInvalidArgument, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%w: fleetlock ca_file %s holds no PEM certificate", plugins.ErrInvalidArgument, cfg.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
+		return nil, fmt.Errorf("%w: fleetlock cert_file and key_file must be set together", plugins.ErrInvalidArgument)
+	}
+	if cfg.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: fleetlock client certificate: %w", plugins.ErrInvalidArgument, err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+type settings struct {
+	base    *url.URL
+	hc      *http.Client
+	token   string
+	timeout time.Duration
+	poll    time.Duration
+	retries int
+}
+
+func (l *Locker) settings() (settings, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.hc == nil {
+		return settings{}, fmt.Errorf("%w: fleetlock locker used before Configure", plugins.ErrInvalidArgument)
+	}
+	return settings{l.base, l.hc, l.token, l.timeout, l.poll, l.retries}, nil
+}
+
+func (l *Locker) nextLocalRev() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.localRev++
+	return l.localRev
+}
+
+// reply is one HTTP answer.
+type reply struct {
+	code  int
+	body  []byte
+	ctype string
+	err   *ErrorReply // decoded for non-200
+}
+
+func (r reply) json() bool { return strings.HasPrefix(r.ctype, "application/json") }
+
+// replyError is a non-200 answer turned into an error; it names the kind
+// and value so the operator sees the server's reason.
+type replyError struct {
+	op, kind, value string
+	code            int
+	sentinel        error
+}
+
+func (e *replyError) Error() string {
+	if e.kind == "" {
+		return fmt.Sprintf("fleetlock %s: HTTP %d: %s", e.op, e.code, e.value)
+	}
+	return fmt.Sprintf("fleetlock %s: HTTP %d: %s: %s", e.op, e.code, e.kind, e.value)
+}
+
+func (e *replyError) Unwrap() error { return e.sentinel }
+
+// do sends one request, retrying transient failures. retryable decides,
+// for a decoded non-200 reply, whether it is transient.
+func (l *Locker) do(ctx context.Context, s settings, method, path string, query url.Values, body any, timeout time.Duration) (reply, error) {
+	var payload []byte
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return reply{}, err
+		}
+		payload = b
+	}
+	u := *s.base
+	u.Path = s.base.Path + path
+	u.RawQuery = query.Encode()
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		r, err := l.once(ctx, s, method, u.String(), payload, timeout)
+		transient := false
+		switch {
+		case err != nil:
+			if ctx.Err() != nil {
+				return reply{}, ctx.Err()
+			}
+			transient, lastErr = true, fmt.Errorf("fleetlock %s %s: %w: %w", method, path, plugins.ErrUnavailable, err)
+		case r.code >= 500 && !(path == PathPreReboot && r.err != nil && r.err.Kind == KindFailedLock):
+			// A 5xx failed_lock on pre-reboot is airlock's "no slot", not a fault.
+			transient, lastErr = true, nil
+		}
+		if !transient || attempt >= s.retries {
+			if err != nil {
+				return reply{}, lastErr
+			}
+			return r, nil
+		}
+		d := backoff(attempt, l.random)
+		l.log.Debug("fleetlock request failed, retrying", "path", path, "attempt", attempt+1, "delay", d, "error", err, "status", r.code)
+		if err := l.sleep(ctx, d); err != nil {
+			return reply{}, err
+		}
+	}
+}
+
+// backoff is capped exponential with "equal jitter": half fixed, half random,
+// so retries of a fleet spread out but never collapse to zero.
+func backoff(attempt int, random func() float64) time.Duration {
+	d := retryBase << min(attempt, 16)
+	if d > retryCap || d <= 0 {
+		d = retryCap
+	}
+	return d/2 + time.Duration(random()*float64(d/2))
+}
+
+func (l *Locker) once(ctx context.Context, s settings, method, u string, payload []byte, timeout time.Duration) (reply, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var rd io.Reader
+	if payload != nil {
+		rd = bytes.NewReader(payload)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return reply{}, err
+	}
+	req.Header.Set(HeaderProtocol, "true")
+	if payload != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if s.token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.token)
+	}
+	resp, err := s.hc.Do(req)
+	if err != nil {
+		return reply{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return reply{}, err
+	}
+	r := reply{code: resp.StatusCode, body: b, ctype: resp.Header.Get("Content-Type")}
+	if r.code != http.StatusOK {
+		var e ErrorReply
+		// airlock sends its JSON error as text/plain, so decode by content.
+		if json.Unmarshal(bytes.TrimSpace(b), &e) == nil && e.Kind != "" {
+			r.err = &e
+		}
+	}
+	return r, nil
+}
+
+// failure turns a non-200 reply into an error with the right sentinel.
+func failure(op string, r reply) error {
+	e := &replyError{op: op, code: r.code}
+	if r.err != nil {
+		e.kind, e.value = r.err.Kind, r.err.Value
+	} else {
+		v := strings.TrimSpace(string(r.body))
+		if len(v) > 200 {
+			v = v[:200] + "…"
+		}
+		if v == "" {
+			v = http.StatusText(r.code)
+		}
+		e.value = "unexpected reply: " + v
+	}
+	switch {
+	case e.kind == KindFrozen:
+		e.sentinel = plugins.ErrFrozen
+	case e.kind == KindInvalidIdentity, e.kind == KindUnknownGroup, e.kind == KindBadRequest:
+		e.sentinel = plugins.ErrInvalidArgument
+	case e.kind == KindFailedLock && r.code >= 500:
+		e.sentinel = plugins.ErrConflict
+	case r.code >= 500:
+		e.sentinel = plugins.ErrUnavailable
+	}
+	return e
+}
+
+func notSupported(op string) error {
+	return fmt.Errorf("fleetlock %s: %w (the server lacks offpeak's extension): %w", op, ErrNotSupported, plugins.ErrUnavailable)
+}
+
+// Acquire posts pre-reboot. failed_lock, outside_maintenance_window and
+// group_frozen are refusals (Granted false, no error); for group_frozen the
+// returned state is marked Frozen.
+func (l *Locker) Acquire(ctx context.Context, req plugins.AcquireRequest) (plugins.AcquireResult, error) {
+	if err := validate(req.Group, req.Holder.ID); err != nil {
+		return plugins.AcquireResult{}, err
+	}
+	s, err := l.settings()
+	if err != nil {
+		return plugins.AcquireResult{}, err
+	}
+	h := req.Holder
+	body := Request{
+		ClientParams: ClientParams{ID: req.Holder.ID, Group: req.Group},
+		Offpeak:      &RequestExt{Holder: &h, Slots: req.Slots, ReclaimStale: req.ReclaimStale, Now: req.Now},
+	}
+	r, err := l.do(ctx, s, http.MethodPost, PathPreReboot, nil, body, s.timeout)
+	if err != nil {
+		return plugins.AcquireResult{}, err
+	}
+	if r.code == http.StatusOK {
+		var ext PreRebootReply
+		if r.json() && json.Unmarshal(r.body, &ext) == nil && ext.State.Group != "" {
+			return plugins.AcquireResult{Granted: true, State: ext.State, Reclaimed: ext.Reclaimed}, nil
+		}
+		return plugins.AcquireResult{Granted: true, State: plugins.LockState{
+			Group: req.Group, Holders: []plugins.Holder{h}, Revision: l.nextLocalRev(),
+		}}, nil
+	}
+	if r.err != nil && (r.err.Kind == KindFailedLock || r.err.Kind == KindOutsideWindow || r.err.Kind == KindFrozen) {
+		st := plugins.LockState{Group: req.Group, Revision: l.nextLocalRev(), Frozen: r.err.Kind == KindFrozen}
+		if st.Frozen {
+			st.FrozenReason = r.err.Value
+		}
+		if r.err.State != nil {
+			st = *r.err.State
+		}
+		l.log.Debug("fleetlock slot refused", "group", req.Group, "kind", r.err.Kind, "reason", r.err.Value)
+		return plugins.AcquireResult{State: st}, nil
+	}
+	err = failure("pre-reboot", r)
+	if r.err != nil && r.err.State != nil {
+		return plugins.AcquireResult{State: *r.err.State}, err
+	}
+	return plugins.AcquireResult{}, err
+}
+
+// Release posts steady-state. An offpeak server tells whether the id held
+// a slot (ErrNotHolder otherwise); a plain server does not, and any 200 is
+// success.
+func (l *Locker) Release(ctx context.Context, req plugins.ReleaseRequest) error {
+	if err := validate(req.Group, req.ID); err != nil {
+		return err
+	}
+	s, err := l.settings()
+	if err != nil {
+		return err
+	}
+	body := Request{ClientParams: ClientParams{ID: req.ID, Group: req.Group}}
+	if req.Reason != "" {
+		body.Offpeak = &RequestExt{Reason: req.Reason}
+	}
+	r, err := l.do(ctx, s, http.MethodPost, PathSteadyState, nil, body, s.timeout)
+	if err != nil {
+		return err
+	}
+	if r.code != http.StatusOK {
+		return failure("steady-state", r)
+	}
+	var ext SteadyStateReply
+	if r.json() && json.Unmarshal(r.body, &ext) == nil && ext.State.Group != "" && !ext.Released {
+		return fmt.Errorf("fleetlock: %q in group %q: %w", req.ID, req.Group, plugins.ErrNotHolder)
+	}
+	return nil
+}
+
+// getState calls an extension endpoint that answers with a LockState.
+func (l *Locker) getState(ctx context.Context, s settings, op, method, path string, q url.Values, body any, timeout time.Duration) (plugins.LockState, error) {
+	r, err := l.do(ctx, s, method, path, q, body, timeout)
+	if err != nil {
+		return plugins.LockState{}, err
+	}
+	if r.code == http.StatusNotFound && (r.err == nil || r.err.Kind == KindNotFound) {
+		return plugins.LockState{}, notSupported(op)
+	}
+	if r.code != http.StatusOK {
+		return plugins.LockState{}, failure(op, r)
+	}
+	var st plugins.LockState
+	if err := json.Unmarshal(r.body, &st); err != nil || st.Group == "" {
+		return plugins.LockState{}, &replyError{op: op, code: r.code, value: "reply is not a lock state", sentinel: plugins.ErrUnavailable}
+	}
+	return st, nil
+}
+
+// Status needs offpeak's status endpoint; plain FleetLock has none.
+func (l *Locker) Status(ctx context.Context, group string) (plugins.LockState, error) {
+	if err := validate(group, "-"); err != nil {
+		return plugins.LockState{}, err
+	}
+	s, err := l.settings()
+	if err != nil {
+		return plugins.LockState{}, err
+	}
+	return l.getState(ctx, s, "status", http.MethodGet, PathStatus, url.Values{"group": {group}}, nil, s.timeout)
+}
+
+// Wait long-polls offpeak's wait endpoint. Against a plain FleetLock
+// server it sleeps poll_interval and returns a state with a new local
+// revision, so the caller asks pre-reboot again: FleetLock clients poll.
+func (l *Locker) Wait(ctx context.Context, group string, revision uint64) (plugins.LockState, error) {
+	if err := validate(group, "-"); err != nil {
+		return plugins.LockState{}, err
+	}
+	s, err := l.settings()
+	if err != nil {
+		return plugins.LockState{}, err
+	}
+	poll := min(longPoll, s.poll)
+	for {
+		q := url.Values{"group": {group}, "revision": {strconv.FormatUint(revision, 10)}, "timeout": {poll.String()}}
+		st, err := l.getState(ctx, s, "wait", http.MethodGet, PathWait, q, nil, s.timeout+poll)
+		if errors.Is(err, ErrNotSupported) {
+			if err := l.sleep(ctx, s.poll); err != nil {
+				return plugins.LockState{}, err
+			}
+			return plugins.LockState{Group: group, Revision: l.nextLocalRev()}, nil
+		}
+		if err != nil {
+			return plugins.LockState{}, err
+		}
+		if st.Revision != revision {
+			return st, nil
+		}
+		if ctx.Err() != nil {
+			return plugins.LockState{}, ctx.Err()
+		}
+	}
+}
+
+// SetSlots needs offpeak's server and its admin token.
+func (l *Locker) SetSlots(ctx context.Context, group string, slots int) (plugins.LockState, error) {
+	if err := validate(group, "-"); err != nil {
+		return plugins.LockState{}, err
+	}
+	if slots < 0 {
+		return plugins.LockState{}, fmt.Errorf("%w: slot count %d is negative", plugins.ErrInvalidArgument, slots)
+	}
+	s, err := l.settings()
+	if err != nil {
+		return plugins.LockState{}, err
+	}
+	return l.getState(ctx, s, "set slots", http.MethodPost, PathSlots, nil, SlotsRequest{Group: group, Slots: slots}, s.timeout)
+}
+
+// Freeze needs offpeak's server and its admin token.
+func (l *Locker) Freeze(ctx context.Context, req plugins.FreezeRequest) error {
+	if err := validate(req.Group, "-"); err != nil {
+		return err
+	}
+	s, err := l.settings()
+	if err != nil {
+		return err
+	}
+	_, err = l.getState(ctx, s, "freeze", http.MethodPost, PathFreeze, nil, req, s.timeout)
+	return err
+}
+
+// Thaw needs offpeak's server and its admin token.
+func (l *Locker) Thaw(ctx context.Context, group string) error {
+	if err := validate(group, "-"); err != nil {
+		return err
+	}
+	s, err := l.settings()
+	if err != nil {
+		return err
+	}
+	_, err = l.getState(ctx, s, "thaw", http.MethodPost, PathThaw, nil, GroupRequest{Group: group}, s.timeout)
+	return err
+}
+
+func validate(group, id string) error {
+	if group == "" {
+		return fmt.Errorf("%w: empty group", plugins.ErrInvalidArgument)
+	}
+	if id == "" {
+		return fmt.Errorf("%w: empty holder id", plugins.ErrInvalidArgument)
+	}
+	return nil
+}
