@@ -447,3 +447,60 @@ func TestRebootBudgetStopsALoop(t *testing.T) {
 	h.clock.Advance(24 * time.Hour)
 	want(t, step(t, ag), scheduler.DecisionReboot, "rebooting")
 }
+
+// signalRebooter reports each reboot on a channel.
+type signalRebooter struct {
+	*node
+	ch chan struct{}
+}
+
+func (s signalRebooter) Reboot(ctx context.Context) error {
+	err := s.node.Reboot(ctx)
+	s.ch <- struct{}{}
+	return err
+}
+
+// TestRunWakesOnRelease: a running agent waiting for a slot takes it as soon
+// as the holder releases, without waiting for its next period.
+func TestRunWakesOnRelease(t *testing.T) {
+	h := newHarness(t, "2025-06-03T02:10:00Z")
+	a, b := &node{id: "node-a", staged: true}, &node{id: "node-b", staged: true}
+	agentA := h.agent(a, basePolicy, nil)
+	want(t, step(t, agentA), scheduler.DecisionReboot, "")
+
+	rebooted := make(chan struct{}, 1)
+	agentB := h.agent(b, basePolicy, func(o *scheduler.Options) {
+		fl := filelocker.New(nil)
+		cfg, _ := json.Marshal(filelocker.Config{Dir: h.lockd, PollInterval: plugins.Duration(5 * time.Millisecond)})
+		if err := fl.Configure(context.Background(), cfg); err != nil {
+			t.Fatal(err)
+		}
+		o.Locker = fl
+		o.Rebooter = signalRebooter{b, rebooted}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- agentB.Run(ctx) }()
+	// agent B is asleep on its period timer and its watch.
+	if err := h.clock.WaitForTimers(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-rebooted:
+		t.Fatal("node-b rebooted while node-a held the slot")
+	default:
+	}
+	a.bootUp()
+	step(t, agentA) // grace starts
+	h.clock.Advance(2 * time.Minute)
+	want(t, step(t, agentA), scheduler.DecisionIdle, "slot released")
+	select {
+	case <-rebooted:
+	case <-time.After(30 * time.Second):
+		t.Fatal("node-b did not take the freed slot")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

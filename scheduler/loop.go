@@ -27,12 +27,27 @@ func (a *Agent) Run(ctx context.Context) error {
 
 		wctx, cancel := context.WithCancel(ctx)
 		changed := make(chan struct{}, 1)
-		if r.Decision == DecisionWaitSlot && a.opts.Locker != nil && !a.opts.DryRun {
-			// Watch instead of polling: a freed slot wakes the loop at once.
+		frozen := r.Lock != nil && r.Lock.Frozen
+		if (r.Decision == DecisionWaitSlot || (r.Decision == DecisionBlocked && frozen)) && a.opts.Locker != nil && !a.opts.DryRun {
+			// Watch instead of polling: a freed slot or a thaw wakes the
+			// loop at once. Changes that free nothing for this node (another
+			// waiter took the slot) do not, so a crowd of waiters does not
+			// stampede the locker on every hand-off.
 			go func() {
-				_, err := a.opts.Locker.Wait(wctx, r.Group, r.lockRevision)
-				if err == nil || !errors.Is(err, context.Canceled) {
-					changed <- struct{}{}
+				rev := r.lockRevision
+				for {
+					st, err := a.opts.Locker.Wait(wctx, r.Group, rev)
+					if err != nil {
+						if !errors.Is(err, context.Canceled) {
+							changed <- struct{}{}
+						}
+						return
+					}
+					if st.Frozen != frozen || st.Holds(a.opts.NodeID) || (!st.Frozen && len(st.Holders) < st.Slots) {
+						changed <- struct{}{}
+						return
+					}
+					rev = st.Revision
 				}
 			}()
 		}

@@ -302,6 +302,9 @@ func (l *Locker) Acquire(ctx context.Context, req plugins.AcquireRequest) (plugi
 
 // Release gives a slot back.
 func (l *Locker) Release(ctx context.Context, req plugins.ReleaseRequest) error {
+	if req.ID == "" {
+		return fmt.Errorf("%w: holder id missing", plugins.ErrInvalidArgument)
+	}
 	_, err := l.update(ctx, req.Group, 0, func(s *semaphore) (bool, error) {
 		i := slices.Index(s.Holders, req.ID)
 		if i < 0 {
