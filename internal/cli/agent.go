@@ -33,12 +33,13 @@ func newAgentCmd(a *App) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			obs, stopOps, err := a.startOps(ctx, pol, ops)
+			opsRT, err := a.startOps(ctx, pol, ops)
 			if err != nil {
 				return err
 			}
-			defer stopOps()
-			f.observer = obs
+			defer opsRT.Stop()
+			f.observer = opsRT.Observer()
+			f.ops = opsRT
 			rt, err := a.buildAgent(ctx, pol, f)
 			if err != nil {
 				return err
@@ -53,19 +54,23 @@ func newAgentCmd(a *App) *cobra.Command {
 					case <-ctx.Done():
 						return
 					case <-hup:
+						opsRT.Reloading()
 						np, err := a.loadPolicy(f.policyPath)
 						if err == nil {
 							err = rt.agent.Reload(np)
 						}
 						if err != nil {
 							a.Logger.Error("policy reload refused; keeping the running policy", "err", err)
+							opsRT.Reloaded("policy reload refused: " + err.Error())
 							continue
 						}
 						a.Logger.Info("policy reloaded")
+						opsRT.Reloaded("policy reloaded")
 					}
 				}
 			}()
 			a.Logger.Info("agent started", "strategy", pol.Strategy, "group", pol.Node.Group, "dry_run", f.dryRun, "policy", policySources(pol.Sources))
+			opsRT.Ready("agent started")
 			return rt.agent.Run(ctx)
 		},
 	}
@@ -115,6 +120,15 @@ func newCheckCmd(a *App) *cobra.Command {
 			pol, err := a.loadPolicy(f.policyPath)
 			if err != nil {
 				return err
+			}
+			if !f.dryRun {
+				// One pass at a time: a timer-driven check must not run
+				// beside the agent or the post-boot gate.
+				release, err := a.lockForCheck()
+				if err != nil {
+					return err
+				}
+				defer release()
 			}
 			rt, err := a.buildAgent(cmd.Context(), pol, f)
 			if err != nil {

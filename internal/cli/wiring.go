@@ -44,6 +44,7 @@ type agentFlags struct {
 	dryRun     bool
 	clock      scheduler.Clock
 	observer   scheduler.Observer
+	ops        *opsRuntime // metrics for locker calls and plugin restarts; may be nil
 }
 
 // lockerConfig renders [lock.config] as JSON, filling the file locker's
@@ -145,6 +146,7 @@ func (a *App) buildAgent(ctx context.Context, pol *policy.Policy, f agentFlags) 
 	}
 	rt.plugins = m
 	rt.closers = append(rt.closers, func() { m.Close() })
+	f.ops.WatchPlugins(m.Restarts)
 
 	gates, err := strategies.Lookup(pol.Strategy)
 	if err != nil {
@@ -163,7 +165,7 @@ func (a *App) buildAgent(ctx context.Context, pol *policy.Policy, f agentFlags) 
 			rt.Close()
 			return nil, err
 		}
-		locker = l
+		locker = f.ops.WrapLocker(l)
 	}
 
 	inst, closeInst, err := a.installerBackend(ctx, pol)
