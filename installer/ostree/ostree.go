@@ -11,12 +11,9 @@
 package ostree
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"fmt"
-	"os/exec"
-	"strings"
+
+	"github.com/offpeak/offpeak/installer"
 )
 
 // Runner runs a command (argv, no shell) and returns its stdout.
@@ -25,22 +22,7 @@ type Runner interface {
 }
 
 // ExecRunner runs commands with os/exec.
-type ExecRunner struct{}
-
-// Run executes argv; a failure carries the command's stderr.
-func (ExecRunner) Run(ctx context.Context, argv []string) ([]byte, error) {
-	if len(argv) == 0 {
-		return nil, errors.New("empty command")
-	}
-	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return out, fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, bytes.TrimSpace(stderr.Bytes()))
-	}
-	return out, nil
-}
+type ExecRunner = installer.ExecRunner
 
 func shortChecksum(c string) string {
 	if len(c) > 12 {

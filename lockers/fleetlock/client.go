@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/offpeak/offpeak/internal/tlsutil"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -165,30 +165,13 @@ func (l *Locker) Close() error {
 }
 
 func clientTLS(cfg Config) (*tls.Config, error) {
-	if cfg.CAFile == "" && cfg.CertFile == "" && cfg.KeyFile == "" && cfg.ServerName == "" && !cfg.InsecureSkipVerify {
+	o := tlsutil.Options{CAFile: cfg.CAFile, CertFile: cfg.CertFile, KeyFile: cfg.KeyFile, ServerName: cfg.ServerName, InsecureSkipVerify: cfg.InsecureSkipVerify}
+	if o.Empty() {
 		return nil, nil
 	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.ServerName, InsecureSkipVerify: cfg.InsecureSkipVerify}
-	if cfg.CAFile != "" {
-		pem, err := os.ReadFile(cfg.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("%w: fleetlock ca_file: %w", plugins.ErrInvalidArgument, err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%w: fleetlock ca_file %s holds no PEM certificate", plugins.ErrInvalidArgument, cfg.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
-		return nil, fmt.Errorf("%w: fleetlock cert_file and key_file must be set together", plugins.ErrInvalidArgument)
-	}
-	if cfg.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("%w: fleetlock client certificate: %w", plugins.ErrInvalidArgument, err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
+	tc, err := tlsutil.Client(o)
+	if err != nil {
+		return nil, fmt.Errorf("fleetlock: %w", err)
 	}
 	return tc, nil
 }

@@ -6,12 +6,11 @@ package checkutil
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/offpeak/offpeak/internal/tlsutil"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -126,43 +125,10 @@ func ParseHTTPURL(raw string) (*url.URL, error) {
 }
 
 // TLSOptions selects the client side of TLS.
-type TLSOptions struct {
-	// CAFile, when set, is the only trust anchor (PEM, one or more
-	// certificates); the system roots are not consulted.
-	CAFile string
-	// CertFile and KeyFile give a client certificate for mutual TLS; both
-	// or neither.
-	CertFile, KeyFile  string
-	InsecureSkipVerify bool
-}
+type TLSOptions = tlsutil.Options
 
-// TLSConfig turns o into a tls.Config. Errors wrap plugins.ErrInvalidArgument
-// because each one is a setting that points at something unusable.
-func TLSConfig(o TLSOptions) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: o.InsecureSkipVerify} //nolint:gosec // opt-in setting
-	if o.CAFile != "" {
-		pem, err := os.ReadFile(o.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("%w: ca_file: %w", plugins.ErrInvalidArgument, err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%w: ca_file %s holds no PEM certificate", plugins.ErrInvalidArgument, o.CAFile)
-		}
-		cfg.RootCAs = pool
-	}
-	if (o.CertFile == "") != (o.KeyFile == "") {
-		return nil, fmt.Errorf("%w: client_cert and client_key must be given together", plugins.ErrInvalidArgument)
-	}
-	if o.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("%w: client certificate: %w", plugins.ErrInvalidArgument, err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
-}
+// TLSConfig turns o into a tls.Config; see tlsutil.Client.
+func TLSConfig(o TLSOptions) (*tls.Config, error) { return tlsutil.Client(o) }
 
 // NewHTTPClient returns a client for one check or notification. It uses no
 // proxy from the environment (checks usually target local services, and the
