@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -12,8 +13,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"unicode/utf16"
+
+	"golang.org/x/sys/unix"
 )
 
 // Layout of the test image, modelled on Flatcar's numbering: the A/B pair
@@ -47,27 +51,61 @@ func run(t testing.TB, argv ...string) string {
 	return string(out)
 }
 
-// newImage builds a 64 MiB Flatcar-like disk image with sgdisk. USR-A is
-// the booted, good slot (priority 1, successful), USR-B is empty.
+// testTemp holds files shared by the whole test binary (the template image);
+// TestMain removes it.
+var testTemp string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "gpt-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	testTemp = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// template builds the base image once: sgdisk calls sync(2), which is slow
+// on a busy machine, so every test copies this file instead.
+var template = sync.OnceValues(func() (string, error) {
+	img := filepath.Join(testTemp, "template.img")
+	if err := os.WriteFile(img, nil, 0o644); err != nil {
+		return "", err
+	}
+	if err := os.Truncate(img, imgSize); err != nil {
+		return "", err
+	}
+	steps := [][]string{
+		{"sgdisk",
+			"-n", "1:2048:+8M", "-t", "1:EF00", "-c", "1:EFI-SYSTEM",
+			"-n", "2:0:+1M", "-t", "2:EF02", "-c", "2:BIOS-BOOT",
+			"-n", "3:0:+16M", "-t", "3:" + usrTypeStr, "-c", "3:USR-A",
+			"-n", "4:0:+16M", "-t", "4:" + usrTypeStr, "-c", "4:USR-B",
+			"-n", "9:0:0", "-t", "9:8300", "-c", "9:ROOT",
+			img},
+		{"cgpt", "add", "-i", strconv.Itoa(idxA), "-P", "1", "-T", "0", "-S", "1", img},
+	}
+	for _, argv := range steps {
+		if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+			return "", fmt.Errorf("%s: %w\n%s", strings.Join(argv, " "), err, out)
+		}
+	}
+	return img, nil
+})
+
+// newImage returns a fresh copy of a 64 MiB Flatcar-like disk image made by
+// sgdisk. USR-A is the booted, good slot (priority 1, successful), USR-B
+// is empty (all gptprio fields 0).
 func newImage(t testing.TB) string {
 	t.Helper()
 	requireTools(t, "sgdisk", "cgpt")
-	img := filepath.Join(t.TempDir(), "disk.img")
-	if err := os.WriteFile(img, nil, 0o644); err != nil {
+	img, err := template()
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Truncate(img, imgSize); err != nil {
-		t.Fatal(err)
-	}
-	run(t, "sgdisk",
-		"-n", "1:2048:+8M", "-t", "1:EF00", "-c", "1:EFI-SYSTEM",
-		"-n", "2:0:+1M", "-t", "2:EF02", "-c", "2:BIOS-BOOT",
-		"-n", "3:0:+16M", "-t", "3:"+usrTypeStr, "-c", "3:USR-A",
-		"-n", "4:0:+16M", "-t", "4:"+usrTypeStr, "-c", "4:USR-B",
-		"-n", "9:0:0", "-t", "9:8300", "-c", "9:ROOT",
-		img)
-	cgptAdd(t, img, idxA, 1, 0, 1)
-	return img
+	return copyFile(t, img)
 }
 
 func cgptAdd(t testing.TB, img string, idx, p, tries, s int) {
@@ -119,6 +157,38 @@ func sgdiskAttrs(t testing.TB, img string, idx int) string {
 	return ""
 }
 
+// dataRanges lists the [start, end) byte ranges of f that hold data, so
+// that 64 MiB sparse images are copied and compared at the cost of the few
+// blocks the partitioning tools wrote.
+func dataRanges(t testing.TB, f *os.File) [][2]int64 {
+	t.Helper()
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][2]int64
+	fd := int(f.Fd())
+	for off := int64(0); off < fi.Size(); {
+		start, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break
+		}
+		if err != nil {
+			// No SEEK_DATA here: treat the whole file as data.
+			return [][2]int64{{0, fi.Size()}}
+		}
+		end, err := unix.Seek(fd, start, unix.SEEK_HOLE)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, [2]int64{start, end})
+		off = end
+	}
+	return out
+}
+
+// copyFile copies an image keeping it sparse, so the fsyncs of the code
+// under test do not flush megabytes of zeros.
 func copyFile(t testing.TB, src string) string {
 	t.Helper()
 	dst := filepath.Join(t.TempDir(), filepath.Base(src))
@@ -127,11 +197,20 @@ func copyFile(t testing.TB, src string) string {
 		t.Fatal(err)
 	}
 	defer in.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
 	out, err := os.Create(dst)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := io.Copy(out, in); err != nil {
+	for _, r := range dataRanges(t, in) {
+		if _, err := io.Copy(io.NewOffsetWriter(out, r[0]), io.NewSectionReader(in, r[0], r[1]-r[0])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := out.Truncate(fi.Size()); err != nil {
 		t.Fatal(err)
 	}
 	if err := out.Close(); err != nil {
@@ -149,40 +228,72 @@ func readFile(t testing.TB, p string) []byte {
 	return b
 }
 
+func readAt(t testing.TB, f *os.File, off, n int64) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := f.ReadAt(b, off); err != nil && !errors.Is(err, io.EOF) {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // sameFile fails unless two files are byte-identical, naming the first
-// difference.
+// difference. Only ranges holding data in either file are read.
 func sameFile(t testing.TB, got, want string) {
 	t.Helper()
-	a, b := readFile(t, got), readFile(t, want)
-	if len(a) != len(b) {
-		t.Fatalf("%s is %d bytes, %s is %d", got, len(a), want, len(b))
+	a, err := os.Open(got)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for i := range a {
-		if a[i] != b[i] {
-			t.Fatalf("files differ first at byte %d (LBA %d, offset %d): %#02x vs %#02x", i, i/512, i%512, a[i], b[i])
+	defer a.Close()
+	b, err := os.Open(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ai, _ := a.Stat()
+	bi, _ := b.Stat()
+	if ai.Size() != bi.Size() {
+		t.Fatalf("%s is %d bytes, %s is %d", got, ai.Size(), want, bi.Size())
+	}
+	for _, r := range append(dataRanges(t, a), dataRanges(t, b)...) {
+		x, y := readAt(t, a, r[0], r[1]-r[0]), readAt(t, b, r[0], r[1]-r[0])
+		if bytes.Equal(x, y) {
+			continue
+		}
+		for i := range x {
+			if x[i] != y[i] {
+				at := r[0] + int64(i)
+				t.Fatalf("files differ first at byte %d (LBA %d, offset %d): %#02x vs %#02x", at, at/512, at%512, x[i], y[i])
+			}
 		}
 	}
 }
 
 // tableArea returns the bytes holding the GPT: LBA 0 up to the first usable
-// LBA and everything after the last usable LBA (512-byte sectors).
+// LBA and everything after the last usable LBA.
 func tableArea(t testing.TB, img string) []byte {
 	t.Helper()
-	b := readFile(t, img)
-	tbl, err := Parse(bytes.NewReader(b), int64(len(b)), 0)
+	tbl := parseFile(t, img)
+	f, err := os.Open(img)
 	if err != nil {
-		t.Fatalf("parse %s: %v", img, err)
+		t.Fatal(err)
 	}
-	h := tbl.Header()
-	ss := uint64(tbl.SectorSize)
-	out := bytes.Clone(b[:h.FirstUsableLBA*ss])
-	return append(out, b[(h.LastUsableLBA+1)*ss:]...)
+	defer f.Close()
+	h, ss := tbl.Header(), int64(tbl.SectorSize)
+	out := readAt(t, f, 0, int64(h.FirstUsableLBA)*ss)
+	end := int64(tbl.Sectors) * ss
+	return append(out, readAt(t, f, int64(h.LastUsableLBA+1)*ss, end-int64(h.LastUsableLBA+1)*ss)...)
 }
 
 func parseFile(t testing.TB, img string) *Table {
 	t.Helper()
-	b := readFile(t, img)
-	tbl, err := Parse(bytes.NewReader(b), int64(len(b)), 0)
+	d, err := OpenDisk(ctxT(t), img, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	tbl, err := d.ReadTable()
 	if err != nil {
 		t.Fatalf("parse %s: %v", img, err)
 	}

@@ -10,8 +10,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"sync"
-	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Stream errors.
@@ -25,9 +26,16 @@ var (
 
 const (
 	// DefaultBufferSize is the size of each of the in-flight buffers;
-	// memory use is about bufferCount × this, whatever the image size.
+	// memory use is bufferCount × this (4 MiB), whatever the image size.
 	DefaultBufferSize = 1 << 20
 	bufferCount       = 4
+	// writebackStep is how much written data is handed to writeback at a
+	// time: large enough for big disk requests, small enough that the
+	// disk starts early.
+	writebackStep = 8 << 20
+	// flushStep is how often the written data is made durable while the
+	// stream goes on.
+	flushStep = 64 << 20
 )
 
 // Options describe one install.
@@ -134,7 +142,9 @@ func Install(ctx context.Context, o Options) (Result, error) {
 	}
 	log.InfoContext(ctx, "installing image", "disk", o.Disk, "slot", p.passive.Name, "partuuid", p.passive.ID.String(), "size", size)
 
+	start := time.Now()
 	n, digest, err := streamHashed(ctx, d.f, base, limit, src, bufSize)
+	log.DebugContext(ctx, "image streamed", "bytes", n, "elapsed", time.Since(start), "error", err)
 	if err != nil {
 		return Result{}, fmt.Errorf("install into %s: %w", p.passive.Name, err)
 	}
@@ -145,9 +155,6 @@ func Install(ctx context.Context, o Options) (Result, error) {
 		return Result{}, fmt.Errorf("%w: got %d of %d bytes", ErrTruncated, n, size)
 	case size > 0 && n > size:
 		return Result{}, fmt.Errorf("image has %d bytes, %d announced", n, size)
-	}
-	if err := d.f.Sync(); err != nil {
-		return Result{}, fmt.Errorf("sync %s: %w", o.Disk, err)
 	}
 	sum := hex.EncodeToString(digest)
 	verified, err := verify(sum, want, o.Signature, o.PublicKey)
@@ -181,6 +188,9 @@ func Install(ctx context.Context, o Options) (Result, error) {
 	if err := t2.SetPrio(p2.passive.Index, pp, 1, false); err != nil {
 		return Result{}, err
 	}
+	if err := ctx.Err(); err != nil {
+		return Result{}, err
+	}
 	if err := d.WriteTable(t2); err != nil {
 		return Result{}, err
 	}
@@ -192,87 +202,97 @@ func Install(ctx context.Context, o Options) (Result, error) {
 	return Result{State: st, Bytes: n, SHA256: sum, Verified: verified}, nil
 }
 
-// chunk is one buffer in flight; it goes back to the free list once both
-// the hasher and the writer are done with it.
-type chunk struct {
-	buf     []byte
-	n       int
-	off     int64
-	pending atomic.Int32
+// streamDst is where streamHashed writes: the disk.
+type streamDst interface {
+	io.WriterAt
+	Sync() error
 }
 
-// streamHashed copies src to dst at base in one pass, hashing as it goes:
-// the caller's goroutine reads, one goroutine hashes and one writes, each
-// in order, over a fixed set of buffers. It never writes at or past
-// base+limit: a chunk that would is refused with ErrImageTooLarge before
-// any of it is written.
-func streamHashed(ctx context.Context, dst io.WriterAt, base, limit int64, src io.Reader, bufSize int) (int64, []byte, error) {
-	free := make(chan *chunk, bufferCount)
+// fder is implemented by *os.File. With it, writeback of the written data
+// starts every writebackStep (sync_file_range) and a flusher goroutine
+// makes it durable every flushStep (fdatasync), so the disk, and on a
+// virtual machine the host's cache flush, work while the image is still
+// being read and hashed, and the final fsync has little left to do.
+type fder interface{ Fd() uintptr }
+
+// streamHashed copies src to dst at base in one pass, hashing as it goes,
+// and fsyncs what it wrote. The caller's goroutine reads and writes, as dd
+// does; one goroutine computes the hash of the same buffers behind it, in
+// order. Memory is bufferCount buffers of bufSize, whatever the image size.
+// It never writes at or past base+limit: a chunk that would is refused with
+// ErrImageTooLarge before any of it is written.
+func streamHashed(ctx context.Context, dst streamDst, base, limit int64, src io.Reader, bufSize int) (int64, []byte, error) {
+	free := make(chan []byte, bufferCount)
 	for range bufferCount {
-		free <- &chunk{buf: make([]byte, bufSize)}
+		free <- make([]byte, bufSize)
 	}
-	hashCh := make(chan *chunk, bufferCount)
-	writeCh := make(chan *chunk, bufferCount)
-	release := func(c *chunk) {
-		if c.pending.Add(-1) == 0 {
-			free <- c
-		}
-	}
-
-	var (
-		failOnce sync.Once
-		failErr  error
-		failed   = make(chan struct{})
-	)
-	fail := func(err error) {
-		failOnce.Do(func() { failErr = err; close(failed) })
-	}
-
+	hashCh := make(chan []byte, bufferCount)
 	h := sha256.New()
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for c := range hashCh {
-			h.Write(c.buf[:c.n])
-			release(c)
+	hashed := make(chan struct{})
+	go func() {
+		defer close(hashed)
+		for b := range hashCh {
+			h.Write(b)
+			free <- b[:cap(b)]
 		}
-	})
-	wg.Go(func() {
-		broken := false
-		for c := range writeCh {
-			if !broken {
-				if _, err := dst.WriteAt(c.buf[:c.n], base+c.off); err != nil {
-					fail(fmt.Errorf("write at byte %d of the partition: %w", c.off, err))
-					broken = true
+	}()
+
+	fd := -1
+	if f, ok := dst.(fder); ok {
+		fd = int(f.Fd())
+	}
+	// The flusher's first error is kept: the kernel reports a writeback
+	// error to an open file once, so the final fsync might not see it.
+	flush := make(chan struct{}, 1)
+	flushed := make(chan error, 1)
+	go func() {
+		var ferr error
+		for range flush {
+			if ferr == nil && fd >= 0 {
+				if err := unix.Fdatasync(fd); err != nil {
+					ferr = fmt.Errorf("fdatasync: %w", err)
 				}
 			}
-			release(c)
 		}
-	})
+		flushed <- ferr
+	}()
 
-	var total int64
+	var total, started, synced int64
 	err := func() error {
 		for {
-			var c *chunk
+			// Checked first: select picks at random among ready cases.
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			var buf []byte
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
-			case <-failed:
-				return nil
-			case c = <-free:
+			case buf = <-free:
 			}
-			n, rerr := fill(src, c.buf)
+			n, rerr := fill(src, buf)
 			if n > 0 {
 				if int64(n) > limit-total {
-					free <- c
 					return fmt.Errorf("%w: more than the partition's %d bytes", ErrImageTooLarge, limit)
 				}
-				c.n, c.off = n, total
-				c.pending.Store(2)
+				if _, err := dst.WriteAt(buf[:n], base+total); err != nil {
+					return fmt.Errorf("write at byte %d of the partition: %w", total, err)
+				}
 				total += int64(n)
-				hashCh <- c
-				writeCh <- c
-			} else {
-				free <- c
+				if fd >= 0 && total-started >= writebackStep {
+					// Only a hint: where it is not supported the fsync
+					// below does all the work.
+					_ = unix.SyncFileRange(fd, base+started, total-started, unix.SYNC_FILE_RANGE_WRITE)
+					started = total
+				}
+				if total-synced >= flushStep {
+					select {
+					case flush <- struct{}{}:
+					default: // a flush is pending; it will cover this too
+					}
+					synced = total
+				}
+				hashCh <- buf[:n]
 			}
 			switch {
 			case rerr == io.EOF:
@@ -285,15 +305,16 @@ func streamHashed(ctx context.Context, dst io.WriterAt, base, limit int64, src i
 		}
 	}()
 	close(hashCh)
-	close(writeCh)
-	wg.Wait()
+	close(flush)
+	if ferr := <-flushed; err == nil && ferr != nil {
+		err = ferr
+	}
 	if err == nil {
-		select {
-		case <-failed:
-			err = failErr
-		default:
+		if serr := dst.Sync(); serr != nil {
+			err = fmt.Errorf("sync: %w", serr)
 		}
 	}
+	<-hashed
 	if err != nil {
 		return total, nil, err
 	}

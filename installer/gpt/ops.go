@@ -103,3 +103,26 @@ func Rollback(ctx context.Context, tg Target) (State, error) {
 		return true, nil
 	})
 }
+
+// Repair rewrites a disk's GPT when one copy is damaged or stale, from the
+// other copy, and returns what was wrong (nil when nothing was). It needs no
+// A/B pair and changes no partition.
+func Repair(ctx context.Context, disk string) ([]string, error) {
+	d, err := OpenDisk(ctx, disk, true)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	t, err := d.ReadTable()
+	if err != nil {
+		return nil, err
+	}
+	if t.PrimaryValid() && t.BackupValid() {
+		return nil, nil
+	}
+	problems := t.Problems()
+	if err := d.WriteTable(t); err != nil {
+		return problems, err
+	}
+	return problems, nil
+}
