@@ -9,6 +9,9 @@ import (
 // minWake keeps the loop from spinning whatever the computed wake time.
 const minWake = time.Second
 
+// waitRetry paces passes while the locker's watch fails.
+const waitRetry = 10 * time.Second
+
 // Run evaluates the pipeline until ctx ends: on a jittered period, at each
 // window edge, when the locker's state changes while waiting for a slot, and
 // when the policy is reloaded.
@@ -38,7 +41,14 @@ func (a *Agent) Run(ctx context.Context) error {
 				for {
 					st, err := a.opts.Locker.Wait(wctx, r.Group, rev)
 					if err != nil {
-						if !errors.Is(err, context.Canceled) {
+						if errors.Is(err, context.Canceled) {
+							return
+						}
+						// The locker cannot watch right now: try again
+						// after a pause instead of spinning on it.
+						select {
+						case <-wctx.Done():
+						case <-a.opts.Clock.After(waitRetry):
 							changed <- struct{}{}
 						}
 						return

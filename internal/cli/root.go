@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/offpeak/offpeak/internal/logging"
 	"github.com/offpeak/offpeak/internal/paths"
 	"github.com/offpeak/offpeak/scheduler"
 )
@@ -110,11 +111,7 @@ func (a *App) NewRootCmd() *cobra.Command {
 }
 
 func newLogger(w io.Writer, level string) *slog.Logger {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		lv = slog.LevelInfo
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lv}))
+	return logging.New(w, level)
 }
 
 // exe returns the binary to re-execute for built-in plugins.
@@ -134,4 +131,10 @@ func (a *App) addCommands(root *cobra.Command) {
 	root.AddCommand(newStatusCmd(a))
 	root.AddCommand(newPluginCmd(a))
 	root.AddCommand(newPluginsCmd(a))
+	root.AddCommand(newSystemdCmd(a))
+	root.AddCommand(newDocsCmd(a))
+	root.AddCommand(newLocksCmd(a))
+	root.AddCommand(newFleetlockCmd(a))
+	root.AddCommand(newInstallCmd(a))
+	root.AddCommand(newSimulateCmd(a))
 }
