@@ -1,6 +1,6 @@
 module example.com/offpeak-plugins/counter-locker
 
-go 1.26.8
+go 1.26.0
 
 require github.com/offpeak/offpeak v0.0.0
 
