@@ -150,9 +150,8 @@ func (a *Agent) setPolicy(p *policy.Policy) error {
 func (a *Agent) Reload(p *policy.Policy) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	old := [3]any{a.pol, a.cal, a.gates}
+	// setPolicy changes nothing unless the whole policy is usable.
 	if err := a.setPolicy(p); err != nil {
-		a.pol, a.cal, a.gates = old[0].(*policy.Policy), old[1].(*Calendar), old[2].(strategies.Gates)
 		return err
 	}
 	select {
@@ -170,7 +169,6 @@ func (a *Agent) State() State {
 }
 
 func (a *Agent) save() error {
-	a.st.BootID, _ = a.bootID()
 	if a.opts.Store == nil {
 		return nil
 	}
@@ -233,6 +231,7 @@ func (a *Agent) step(ctx context.Context, now time.Time, r *Result) error {
 		a.decide(r, DecisionBlocked, "cannot read the boot id: %v", err)
 		return nil
 	}
+	a.st.BootID = boot
 	if a.st.Phase == PhaseRebooting {
 		switch {
 		case boot != a.st.RebootFromBootID:
@@ -608,8 +607,7 @@ func (a *Agent) checksFor(phase string) []policy.Health {
 // runChecks runs the checks of a phase in order and returns the first that
 // did not pass, or nil.
 func (a *Agent) runChecks(ctx context.Context, phase string, r *Result) *CheckRecord {
-	boot, _ := a.bootID()
-	node := plugins.Node{ID: a.opts.NodeID, Group: a.pol.Node.Group, Hostname: a.opts.Hostname, BootID: boot}
+	node := plugins.Node{ID: a.opts.NodeID, Group: a.pol.Node.Group, Hostname: a.opts.Hostname, BootID: a.st.BootID}
 	for _, h := range a.checksFor(phase) {
 		rec := a.runCheck(ctx, h, node)
 		if a.st.Checks == nil {

@@ -163,9 +163,13 @@ func (c *Calendar) NextStart(t time.Time) (time.Time, bool) {
 	return at, !at.IsZero()
 }
 
-// lookback is where a scan must begin to see every window open at t.
+// lookback is where a scan must begin to see every window open at t: no
+// occurrence that starts earlier reaches t. (A chain of overlapping windows
+// reaching further back is reported from there on; whether a reboot may
+// begin at t does not depend on it.) The agent asks several times per pass,
+// so the scan is kept short.
 func (c *Calendar) lookback(t time.Time) time.Time {
-	return t.Add(-c.maxDur - maxMerged)
+	return t.Add(-c.maxDur)
 }
 
 // windowsFrom yields merged, blackout-cut windows in order, starting with

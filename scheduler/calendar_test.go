@@ -276,3 +276,20 @@ func BenchmarkNext1000Windows(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkAllowed is the per-pass cost the agent pays several times.
+func BenchmarkAllowed(b *testing.B) {
+	p, err := policy.Parse("bench.toml", []byte(win("a", "0 2 * * 1-5", "3h", "Europe/Berlin", "30m")+win("b", "0 6 * * 0", "4h", "Europe/Berlin", "30m")), policy.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	c, err := NewCalendar(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	at := time.Date(2025, 6, 3, 12, 0, 0, 0, time.UTC)
+	b.ReportAllocs()
+	for b.Loop() {
+		c.Allowed(at)
+	}
+}

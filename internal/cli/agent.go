@@ -178,7 +178,11 @@ func printResult(a *App, r scheduler.Result) {
 		for _, h := range r.Lock.Holders {
 			ids = append(ids, h.ID)
 		}
-		fmt.Fprintf(tw, "slots:\t%d/%d held (%s)%s\n", len(r.Lock.Holders), r.Lock.Slots, strings.Join(ids, ", "), map[bool]string{true: ", frozen", false: ""}[r.Lock.Frozen])
+		frozen := ""
+		if r.Lock.Frozen {
+			frozen = ", frozen"
+		}
+		fmt.Fprintf(tw, "slots:\t%d/%d held (%s)%s\n", len(r.Lock.Holders), r.Lock.Slots, strings.Join(ids, ", "), frozen)
 	}
 	for _, c := range r.Checks {
 		fmt.Fprintf(tw, "check %s:\t%s at %s: %s\n", c.Name, c.Outcome, c.Time.Format(time.RFC3339), c.Reason)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -242,5 +244,58 @@ func TestRebootBudgetStopsLoopWithPlugins(t *testing.T) {
 	n.expect(scheduler.DecisionBlocked, "reboot budget spent")
 	if n.reboots() != 2 {
 		t.Fatalf("%d reboots", n.reboots())
+	}
+}
+
+// TestBestEffortRebootsWhenEtcdIsDown runs the real etcd locker plugin
+// against a port nothing listens on: best-effort reboots without a slot,
+// window (fail closed) does not.
+func TestBestEffortRebootsWhenEtcdIsDown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	for _, tt := range []struct {
+		strategy, decision string
+		reboots            int
+	}{
+		{"best-effort", scheduler.DecisionReboot, 1},
+		{"window", scheduler.DecisionWaitSlot, 0},
+	} {
+		t.Run(tt.strategy, func(t *testing.T) {
+			root := t.TempDir()
+			touch(t, filepath.Join(root, "run/reboot-required"))
+			pol := writeFile(t, filepath.Join(root, "policy.toml"), fmt.Sprintf(`
+strategy = %q
+[node]
+id = "node-a"
+[lock]
+plugin = "etcd"
+timeout = "3s"
+[lock.config]
+endpoints = ["http://%s"]
+dial_timeout = "1s"
+request_timeout = "1s"
+`, tt.strategy, dead))
+			clock := fakeClock(t, "2025-06-03T02:10:00Z")
+			rb := &recordingRebooter{}
+			app := &App{Root: root, Rebooter: rb, Now: clock.Now, Exe: os.Args[0], Stdout: os.Stdout, Stderr: os.Stderr}
+			app.Logger = newLogger(io.Discard, "error")
+			p, err := app.loadPolicy(pol)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rt, err := app.buildAgent(t.Context(), p, agentFlags{clock: clock})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rt.Close()
+			r, err := rt.agent.Step(t.Context())
+			if err != nil || r.Decision != tt.decision || rb.calls != tt.reboots {
+				t.Fatalf("got %s (%s), %d reboots, err %v", r.Decision, r.Reason, rb.calls, err)
+			}
+		})
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/godbus/dbus/v5"
 
@@ -179,7 +178,9 @@ func (a *App) buildAgent(ctx context.Context, pol *policy.Policy, f agentFlags) 
 		det.Installer = inst
 	}
 
-	rb := &reboot.Rebooter{Log: a.Logger, IgnoreInhibitors: false, InhibitorMaxWait: pol.Reboot.MaxInhibitWait.D()}
+	// The scheduler waits for inhibitors and warns users itself, so that it
+	// can look at the window again after each wait; the Rebooter only reboots.
+	rb := &reboot.Rebooter{Log: a.Logger, IgnoreInhibitors: true}
 	if !f.dryRun && pol.Reboot.Method == "logind" {
 		if conn, err := dbus.ConnectSystemBus(); err == nil {
 			rb.Logind = logind.New(conn)
@@ -197,7 +198,8 @@ func (a *App) buildAgent(ctx context.Context, pol *policy.Policy, f agentFlags) 
 	if clock == nil {
 		clock = scheduler.RealClock{}
 	}
-	var rebooter scheduler.Rebooter = gateOnly{rb}
+	rb.Clock = clock
+	var rebooter scheduler.Rebooter = rb
 	if a.Rebooter != nil {
 		rebooter = a.Rebooter
 	}
@@ -217,28 +219,6 @@ func (a *App) buildAgent(ctx context.Context, pol *policy.Policy, f agentFlags) 
 	}
 	rt.agent = ag
 	return rt, nil
-}
-
-// gateOnly lets the scheduler drive inhibitors and warnings itself (it
-// re-checks the window after each wait) and leaves only the reboot to the
-// Rebooter.
-type gateOnly struct{ r *reboot.Rebooter }
-
-func (g gateOnly) Reboot(ctx context.Context) error {
-	r := *g.r
-	r.IgnoreInhibitors = true
-	r.WarnUsers = false
-	r.Delay = 0
-	return r.Reboot(ctx)
-}
-
-func (g gateOnly) Broadcast(ctx context.Context, msg string) error { return g.r.Broadcast(ctx, msg) }
-
-func (g gateOnly) WaitInhibitors(ctx context.Context, max time.Duration) error {
-	if g.r.Logind == nil {
-		return nil
-	}
-	return g.r.WaitInhibitors(ctx, max)
 }
 
 type webhookNotifier struct{ w *notify.Webhook }

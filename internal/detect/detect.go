@@ -37,21 +37,19 @@ func (d *Detector) Detect(ctx context.Context) scheduler.Detection {
 	var yes, unknown []string
 	version, backend, booted := "", "", ""
 	for _, s := range d.Sources {
-		if s.Kind == policy.DetectInstaller && d.Installer != nil {
-			// Report the booted system even when nothing is staged.
-			if st, err := d.Installer.Status(ctx); err == nil {
-				backend, booted = st.Backend, st.BootedVersion
-			}
+		a := d.one(ctx, s)
+		if a.backend != "" {
+			// The booted system is reported even when nothing is staged.
+			backend, booted = a.backend, a.booted
 		}
-		state, v, why := d.one(ctx, s)
-		switch state {
+		switch a.state {
 		case scheduler.StagedYes:
-			yes = append(yes, why)
+			yes = append(yes, a.why)
 			if version == "" {
-				version = v
+				version = a.version
 			}
 		case scheduler.StagedUnknown:
-			unknown = append(unknown, why)
+			unknown = append(unknown, a.why)
 		}
 	}
 	switch {
@@ -65,42 +63,52 @@ func (d *Detector) Detect(ctx context.Context) scheduler.Detection {
 	return scheduler.Detection{State: scheduler.StagedNo, Reason: "no update staged", Backend: backend, Booted: booted}
 }
 
-func (d *Detector) one(ctx context.Context, s policy.Detect) (scheduler.Staged, string, string) {
+// answer is one source's verdict; backend and booted come from an
+// installer that answered.
+type answer struct {
+	state           scheduler.Staged
+	version, why    string
+	backend, booted string
+}
+
+func (d *Detector) one(ctx context.Context, s policy.Detect) answer {
 	switch s.Kind {
 	case policy.DetectFile:
 		p := d.Layout.Join(s.Path)
 		_, err := os.Stat(p)
 		switch {
 		case err == nil:
-			return scheduler.StagedYes, "", s.Path + " exists"
+			return answer{state: scheduler.StagedYes, why: s.Path + " exists"}
 		case errors.Is(err, fs.ErrNotExist):
-			return scheduler.StagedNo, "", s.Path + " absent"
+			return answer{state: scheduler.StagedNo, why: s.Path + " absent"}
 		default:
-			return scheduler.StagedUnknown, "", fmt.Sprintf("%s: %v", s.Path, err)
+			return answer{state: scheduler.StagedUnknown, why: fmt.Sprintf("%s: %v", s.Path, err)}
 		}
 	case policy.DetectCommand:
-		return runCommand(ctx, s)
+		state, why := runCommand(ctx, s)
+		return answer{state: state, why: why}
 	case policy.DetectInstaller:
 		if d.Installer == nil {
-			return scheduler.StagedUnknown, "", "no installer backend"
+			return answer{state: scheduler.StagedUnknown, why: "no installer backend"}
 		}
 		st, err := d.Installer.Status(ctx)
 		if err != nil {
-			return scheduler.StagedUnknown, "", fmt.Sprintf("installer: %v", err)
+			return answer{state: scheduler.StagedUnknown, why: fmt.Sprintf("installer: %v", err)}
 		}
+		a := answer{state: scheduler.StagedNo, why: st.Backend + ": nothing staged", backend: st.Backend, booted: st.BootedVersion}
 		if st.Staged {
-			return scheduler.StagedYes, st.StagedVersion, fmt.Sprintf("%s staged %s", st.Backend, st.StagedVersion)
+			a.state, a.version, a.why = scheduler.StagedYes, st.StagedVersion, fmt.Sprintf("%s staged %s", st.Backend, st.StagedVersion)
 		}
-		return scheduler.StagedNo, "", st.Backend + ": nothing staged"
+		return a
 	}
-	return scheduler.StagedUnknown, "", fmt.Sprintf("unknown detect kind %q", s.Kind)
+	return answer{state: scheduler.StagedUnknown, why: fmt.Sprintf("unknown detect kind %q", s.Kind)}
 }
 
 // runCommand maps an exit status: 0 = not needed, needed_exit = needed,
 // anything else (other codes, missing binary, a signal, a timeout) = unknown.
-func runCommand(ctx context.Context, s policy.Detect) (scheduler.Staged, string, string) {
+func runCommand(ctx context.Context, s policy.Detect) (scheduler.Staged, string) {
 	if len(s.Argv) == 0 {
-		return scheduler.StagedUnknown, "", "command: empty argv"
+		return scheduler.StagedUnknown, "command: empty argv"
 	}
 	timeout := s.Timeout.D()
 	if timeout <= 0 {
@@ -113,21 +121,21 @@ func runCommand(ctx context.Context, s policy.Detect) (scheduler.Staged, string,
 	err := cmd.Run()
 	name := strings.Join(s.Argv, " ")
 	if c.Err() != nil {
-		return scheduler.StagedUnknown, "", fmt.Sprintf("%s: timed out after %s", name, timeout)
+		return scheduler.StagedUnknown, fmt.Sprintf("%s: timed out after %s", name, timeout)
 	}
 	if err == nil {
-		return scheduler.StagedNo, "", name + ": exit 0 (no reboot needed)"
+		return scheduler.StagedNo, name + ": exit 0 (no reboot needed)"
 	}
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) {
-		return scheduler.StagedUnknown, "", fmt.Sprintf("%s: %v", name, err)
+		return scheduler.StagedUnknown, fmt.Sprintf("%s: %v", name, err)
 	}
 	code := ee.ExitCode()
 	switch {
 	case code < 0:
-		return scheduler.StagedUnknown, "", fmt.Sprintf("%s: %v", name, ee)
+		return scheduler.StagedUnknown, fmt.Sprintf("%s: %v", name, ee)
 	case code == s.NeededExit:
-		return scheduler.StagedYes, "", fmt.Sprintf("%s: exit %d (reboot needed)", name, code)
+		return scheduler.StagedYes, fmt.Sprintf("%s: exit %d (reboot needed)", name, code)
 	}
-	return scheduler.StagedUnknown, "", fmt.Sprintf("%s: unexpected exit %d (needed is %d)", name, code, s.NeededExit)
+	return scheduler.StagedUnknown, fmt.Sprintf("%s: unexpected exit %d (needed is %d)", name, code, s.NeededExit)
 }

@@ -82,3 +82,28 @@ func TestCommandTimeoutIsUnknown(t *testing.T) {
 		t.Fatalf("got %v", got)
 	}
 }
+
+type countingInstaller struct {
+	fakeInstaller
+	calls int
+}
+
+func (c *countingInstaller) Status(ctx context.Context) (installer.Status, error) {
+	c.calls++
+	return c.fakeInstaller.Status(ctx)
+}
+
+// TestInstallerAskedOnce: one pass asks the installer once (rpm-ostree status
+// takes a second), and the booted system is reported even when nothing is
+// staged.
+func TestInstallerAskedOnce(t *testing.T) {
+	inst := &countingInstaller{fakeInstaller: fakeInstaller{st: installer.Status{Backend: "rpm-ostree", BootedVersion: "41.20250101"}}}
+	d := &Detector{Sources: []policy.Detect{{Kind: "installer"}}, Installer: inst}
+	got := d.Detect(context.Background())
+	if inst.calls != 1 {
+		t.Fatalf("installer asked %d times", inst.calls)
+	}
+	if got.State != scheduler.StagedNo || got.Backend != "rpm-ostree" || got.Booted != "41.20250101" {
+		t.Fatalf("got %+v", got)
+	}
+}

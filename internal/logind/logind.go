@@ -307,10 +307,16 @@ func IsUnavailable(err error) bool {
 }
 
 func wrap(method string, err error) error {
-	if IsUnavailable(err) {
-		return fmt.Errorf("logind: %s: %w: %w", method, ErrUnavailable, err)
+	// godbus prints only the message; the error name is what an operator
+	// searches for ("…AccessDenied" means polkit said no).
+	name := ErrorName(err)
+	if name != "" {
+		name += ": "
 	}
-	return fmt.Errorf("logind: %s: %w", method, err)
+	if IsUnavailable(err) {
+		return fmt.Errorf("logind: %s: %w: %s%w", method, ErrUnavailable, name, err)
+	}
+	return fmt.Errorf("logind: %s: %s%w", method, name, err)
 }
 
 func closeFDs(body []any) {

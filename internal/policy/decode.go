@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"encoding"
 	"fmt"
 	"reflect"
 	"sort"
@@ -48,8 +47,18 @@ func (c *collector) decodeTable(path string, m map[string]any, rv reflect.Value)
 var (
 	durationType = reflect.TypeFor[Duration]()
 	timeType     = reflect.TypeFor[time.Time]()
-	textType     = reflect.TypeFor[encoding.TextUnmarshaler]()
 )
+
+// scalars maps a field kind to the Go type BurntSushi/toml decodes that TOML
+// type into, and how to name it in an error.
+var scalars = map[reflect.Kind]struct {
+	typ  reflect.Type
+	name string
+}{
+	reflect.String: {reflect.TypeFor[string](), "a string"},
+	reflect.Int:    {reflect.TypeFor[int64](), "an integer"},
+	reflect.Bool:   {reflect.TypeFor[bool](), "true or false"},
+}
 
 func (c *collector) decodeValue(path string, v any, rv reflect.Value) {
 	switch {
@@ -75,28 +84,16 @@ func (c *collector) decodeValue(path string, v any, rv reflect.Value) {
 		rv.Set(reflect.ValueOf(t))
 		return
 	}
+	if sc, ok := scalars[rv.Kind()]; ok {
+		val := reflect.ValueOf(v)
+		if !val.IsValid() || val.Type() != sc.typ {
+			c.addf(path, "must be %s, not %s", sc.name, tomlTypeName(v))
+			return
+		}
+		rv.Set(val.Convert(rv.Type()))
+		return
+	}
 	switch rv.Kind() {
-	case reflect.String:
-		s, ok := v.(string)
-		if !ok {
-			c.addf(path, "must be a string, not %s", tomlTypeName(v))
-			return
-		}
-		rv.SetString(s)
-	case reflect.Int:
-		n, ok := v.(int64)
-		if !ok {
-			c.addf(path, "must be an integer, not %s", tomlTypeName(v))
-			return
-		}
-		rv.SetInt(n)
-	case reflect.Bool:
-		b, ok := v.(bool)
-		if !ok {
-			c.addf(path, "must be true or false, not %s", tomlTypeName(v))
-			return
-		}
-		rv.SetBool(b)
 	case reflect.Struct:
 		m, ok := v.(map[string]any)
 		if !ok {
