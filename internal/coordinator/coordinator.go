@@ -10,6 +10,7 @@ package coordinator
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -59,20 +60,9 @@ func Open(path, strategy string) (*File, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := lockPath(path)
 	if err != nil {
-		return nil, fmt.Errorf("coordinator: %w", err)
-	}
-	if err := lock(f); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			holder := "unknown"
-			if kv, rerr := Read(path); rerr == nil && kv["NAME"] != "" {
-				holder = kv["NAME"]
-			}
-			return nil, fmt.Errorf("%w (NAME=%s)", ErrHeld, holder)
-		}
-		return nil, fmt.Errorf("coordinator: lock %s: %w", path, err)
+		return nil, err
 	}
 	c := &File{path: path, strategy: strategy, f: f}
 	if err := c.Set(Starting); err != nil {
@@ -80,6 +70,68 @@ func Open(path, strategy string) (*File, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// testHookOpened, when set, runs between opening the file at path and
+// locking it.
+var testHookOpened func()
+
+// maxReplaced bounds how often lockPath starts over because the file it
+// locked had been replaced.
+const maxReplaced = 10
+
+// lockPath opens the file at path and locks it. A holder replaces the file
+// by renaming a locked copy over it and only then drops the old file's
+// lock, so the file opened here may have been replaced before its lock
+// could be taken; a lock on it would guard nothing, and the file now at
+// path is tried instead.
+func lockPath(path string) (*os.File, error) {
+	for range maxReplaced {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("coordinator: %w", err)
+		}
+		if testHookOpened != nil {
+			testHookOpened()
+		}
+		if err := lock(f); err != nil {
+			f.Close()
+			if errors.Is(err, syscall.EWOULDBLOCK) {
+				holder := "unknown"
+				if kv, rerr := Read(path); rerr == nil && kv["NAME"] != "" {
+					holder = kv["NAME"]
+				}
+				return nil, fmt.Errorf("%w (NAME=%s)", ErrHeld, holder)
+			}
+			return nil, fmt.Errorf("coordinator: lock %s: %w", path, err)
+		}
+		current, err := isAt(f, path)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("coordinator: %w", err)
+		}
+		if current {
+			return f, nil
+		}
+		f.Close()
+	}
+	return nil, fmt.Errorf("%w: %s was replaced %d times while being locked", ErrHeld, path, maxReplaced)
+}
+
+// isAt reports whether f is the file now at path (false when path is gone).
+func isAt(f *os.File, path string) (bool, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return false, err
+	}
+	pi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return os.SameFile(fi, pi), nil
 }
 
 func lock(f *os.File) error {

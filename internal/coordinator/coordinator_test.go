@@ -198,3 +198,64 @@ func TestObserveWritesTheMappedState(t *testing.T) {
 		t.Fatalf("after a reload: %v", kv)
 	}
 }
+
+// The holder may replace the file between another process opening it and
+// locking it. The lock of the replaced file guards nothing, so Open must
+// go on to the file now at path: still held means ErrHeld, released means
+// the new coordinator takes over.
+func TestOpenDoesNotTrustTheLockOfAReplacedFile(t *testing.T) {
+	for _, tt := range []struct {
+		name        string
+		holderExits bool
+	}{
+		{"holder still running", false},
+		{"holder exits right after replacing", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "coordinator.conf")
+			first, err := Open(path, "window")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer first.Close()
+			replaced := false
+			testHookOpened = func() {
+				if replaced {
+					return
+				}
+				replaced = true
+				if err := first.Set(Running); err != nil {
+					t.Error(err)
+				}
+				if tt.holderExits {
+					first.Close()
+				}
+			}
+			t.Cleanup(func() { testHookOpened = nil })
+
+			second, err := Open(path, "reboot")
+			if !replaced {
+				t.Fatal("the file was not replaced during Open")
+			}
+			if !tt.holderExits {
+				if !errors.Is(err, ErrHeld) {
+					t.Fatalf("second Open error = %v, want ErrHeld", err)
+				}
+				if kv, _ := Read(path); kv["STRATEGY"] != "window" || kv["STATE"] != "running" {
+					t.Fatalf("refused coordinator changed the file: %v", kv)
+				}
+				if !lockedBySomeone(t, path) {
+					t.Fatal("file at path not locked by the first coordinator")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("second Open after the holder exited: %v", err)
+			}
+			defer second.Close()
+			if kv, _ := Read(path); kv["STRATEGY"] != "reboot" || kv["STATE"] != "starting" || !lockedBySomeone(t, path) {
+				t.Fatalf("new coordinator's file %v, locked=%v", kv, lockedBySomeone(t, path))
+			}
+		})
+	}
+}

@@ -139,11 +139,11 @@ func NewJournalHandler(send SendFunc, fallback io.Writer, opts *slog.HandlerOpti
 }
 
 func (h *JournalHandler) Enabled(_ context.Context, l slog.Level) bool {
-	min := slog.LevelInfo
+	lowest := slog.LevelInfo
 	if h.opts.Level != nil {
-		min = h.opts.Level.Level()
+		lowest = h.opts.Level.Level()
 	}
-	return l >= min
+	return l >= lowest
 }
 
 func (h *JournalHandler) WithAttrs(as []slog.Attr) slog.Handler {

@@ -164,20 +164,26 @@ func (m *Metrics) Observe(r scheduler.Result) {
 		v := r.Staged.Version
 		ver = &v
 	}
-	if m.stagedVer != nil && (ver == nil || *ver != *m.stagedVer) {
-		m.staged.DeleteLabelValues(*m.stagedVer)
-	}
+	// The new version is set before the old one goes, so a scrape never
+	// misses a staged update that merely changed version.
 	if ver != nil {
 		m.staged.WithLabelValues(*ver).Set(1)
 	}
+	if m.stagedVer != nil && (ver == nil || *ver != *m.stagedVer) {
+		m.staged.DeleteLabelValues(*m.stagedVer)
+	}
 	m.stagedVer = ver
-	seen := map[string]bool{}
+	seen := make(map[string]bool, len(r.Checks))
 	for _, c := range r.Checks {
 		seen[c.Name] = true
+		// Each outcome is set once to its final value, so a scrape never
+		// sees a check with no outcome at 1.
 		for _, o := range outcomes {
-			m.checks.WithLabelValues(c.Name, o).Set(0)
+			m.checks.WithLabelValues(c.Name, o).Set(b2f(o == c.Outcome))
 		}
-		m.checks.WithLabelValues(c.Name, c.Outcome).Set(1)
+		if !slices.Contains(outcomes, c.Outcome) {
+			m.checks.WithLabelValues(c.Name, c.Outcome).Set(1)
+		}
 	}
 	for name := range m.checkNames {
 		if !seen[name] {

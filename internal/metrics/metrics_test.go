@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -128,8 +129,8 @@ func TestScrapeFollowsTheScenario(t *testing.T) {
 				t.Errorf("step %d (%s/%s): %s = %v (present %v), want %v", i, r.Decision, r.Phase, k, g, ok, v)
 			}
 		}
-		if i >= 3 && hasKey(got, `offpeak_staged_info{version="4152.2.1"}`) != (r.Staged.State == "yes") {
-			t.Errorf("step %d: offpeak_staged_info present=%v with staged=%s", i, !hasKey(got, `offpeak_staged_info{version="4152.2.1"}`), r.Staged.State)
+		if present := hasKey(got, `offpeak_staged_info{version="4152.2.1"}`); present != (r.Staged.State == "yes") {
+			t.Errorf("step %d: offpeak_staged_info present=%v with staged=%s", i, present, r.Staged.State)
 		}
 	}
 }
@@ -239,20 +240,13 @@ func TestRebootsCountedOncePerReboot(t *testing.T) {
 
 func gather(t *testing.T, m *Metrics) map[string]float64 {
 	t.Helper()
-	rec := &responseRecorder{header: http.Header{}}
-	req, _ := http.NewRequest(http.MethodGet, "/metrics", nil)
-	m.Handler().ServeHTTP(rec, req)
-	return series(t, rec.body.String())
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("GET /metrics: %d: %s", rec.Code, rec.Body)
+	}
+	return series(t, rec.Body.String())
 }
-
-type responseRecorder struct {
-	header http.Header
-	body   strings.Builder
-}
-
-func (r *responseRecorder) Header() http.Header         { return r.header }
-func (r *responseRecorder) Write(b []byte) (int, error) { return r.body.Write(b) }
-func (r *responseRecorder) WriteHeader(int)             {}
 
 func TestPluginRestarts(t *testing.T) {
 	m := New(nil)
@@ -341,5 +335,57 @@ func TestLockerWrapperRecordsLatencyAndErrors(t *testing.T) {
 				t.Fatalf("%s = %v (present %v), want %v", tt.series, g, ok, tt.want)
 			}
 		})
+	}
+}
+
+// Series of a check that is no longer run, or of a version no longer
+// staged, disappear; the others show only the last result.
+func TestCheckAndStagedSeriesFollowTheLastResult(t *testing.T) {
+	m := New(nil)
+	staged := func(v string) *scheduler.StagedInfo { return &scheduler.StagedInfo{State: "yes", Version: v} }
+	steps := []struct {
+		r       scheduler.Result
+		want    map[string]float64
+		missing []string
+	}{
+		{
+			scheduler.Result{Phase: scheduler.PhaseIdle, Staged: staged("1.0"), Checks: []scheduler.CheckRecord{{Name: "api", Outcome: string(plugins.Fail)}, {Name: "disk", Outcome: string(plugins.Pass)}}},
+			map[string]float64{
+				`offpeak_staged_info{version="1.0"}`:               1,
+				`offpeak_check_result{name="api",outcome="fail"}`:  1,
+				`offpeak_check_result{name="api",outcome="pass"}`:  0,
+				`offpeak_check_result{name="api",outcome="error"}`: 0,
+				`offpeak_check_result{name="disk",outcome="pass"}`: 1,
+			},
+			nil,
+		},
+		{
+			scheduler.Result{Phase: scheduler.PhaseIdle, Staged: staged("1.1"), Checks: []scheduler.CheckRecord{{Name: "api", Outcome: string(plugins.Pass)}}},
+			map[string]float64{
+				`offpeak_staged_info{version="1.1"}`:              1,
+				`offpeak_check_result{name="api",outcome="fail"}`: 0,
+				`offpeak_check_result{name="api",outcome="pass"}`: 1,
+			},
+			[]string{`offpeak_staged_info{version="1.0"}`, `offpeak_check_result{name="disk",outcome="pass"}`},
+		},
+		{
+			scheduler.Result{Phase: scheduler.PhaseIdle, Staged: &scheduler.StagedInfo{State: "no"}},
+			map[string]float64{},
+			[]string{`offpeak_staged_info{version="1.1"}`, `offpeak_check_result{name="api",outcome="pass"}`},
+		},
+	}
+	for i, s := range steps {
+		m.Observe(s.r)
+		got := gather(t, m)
+		for k, v := range s.want {
+			if g, ok := got[k]; !ok || g != v {
+				t.Errorf("step %d: %s = %v (present %v), want %v", i, k, g, ok, v)
+			}
+		}
+		for _, k := range s.missing {
+			if hasKey(got, k) {
+				t.Errorf("step %d: %s still exported", i, k)
+			}
+		}
 	}
 }

@@ -21,7 +21,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/offpeak/offpeak/internal/checks/checkutil"
@@ -147,7 +146,8 @@ func (w *Webhook) setup(cfg Config) error {
 	w.url, w.target = u, checkutil.SafeURL(u)
 	w.headers = http.Header{}
 	for k, v := range cfg.Headers {
-		if k == "" || strings.ContainsAny(k, " :\r\n") || strings.ContainsAny(v, "\r\n\x00") {
+		if !checkutil.ValidHeader(k, v) {
+			// The value may be a secret: name only the header.
 			return fmt.Errorf("%w: header %q has an invalid name or value", ErrConfig, k)
 		}
 		w.headers.Set(k, v)

@@ -242,6 +242,8 @@ func TestDisabledAndMisconfigured(t *testing.T) {
 		{URL: "ftp://example.org/hook"},
 		{URL: "http://127.0.0.1/hook", CAFile: "/nonexistent/ca.pem"},
 		{URL: "http://127.0.0.1/hook", Headers: map[string]string{"X-A": "a\r\nX-B: b"}},
+		{URL: "http://127.0.0.1/hook", Headers: map[string]string{"X A": "b"}},
+		{URL: "http://127.0.0.1/hook", Headers: map[string]string{"X(A)": "b"}},
 	} {
 		if err := New(cfg, nil).Notify(t.Context(), Event{Kind: Rebooted}); !errors.Is(err, ErrConfig) {
 			t.Fatalf("%+v: err = %v, want ErrConfig", cfg, err)

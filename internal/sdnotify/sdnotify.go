@@ -37,7 +37,6 @@ type Options struct {
 // Notifier speaks the sd_notify protocol. It is a scheduler.Observer.
 type Notifier struct {
 	opts Options
-	log  *slog.Logger
 }
 
 // New returns a Notifier.
@@ -54,7 +53,7 @@ func New(o Options) *Notifier {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Notifier{opts: o, log: o.Logger}
+	return &Notifier{opts: o}
 }
 
 type realTicker struct{ t *time.Ticker }
@@ -66,7 +65,7 @@ func (r realTicker) Stop()               { r.t.Stop() }
 // must keep its schedule even if the service manager went away.
 func (n *Notifier) send(state string) {
 	if _, err := n.opts.Send(state); err != nil {
-		n.log.Warn("sd_notify failed", "state", firstLine(state), "err", err)
+		n.opts.Logger.Warn("sd_notify failed", "state", firstLine(state), "err", err)
 	}
 }
 

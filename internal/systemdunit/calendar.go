@@ -81,11 +81,15 @@ func OnCalendar(spec, zone string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	return s.onCalendar(zone), nil
+}
+
+func (s schedule) onCalendar(zone string) []string {
 	var out []string
 	for _, d := range s.dayVariants() {
 		out = appendUnique(out, expr(d, renderNum(s.hour, hourBounds), renderNum(s.minute, minuteBounds), zone))
 	}
-	return out, nil
+	return out
 }
 
 // expr assembles "DOW YYYY-MM-DD HH:MM:SS ZONE".

@@ -1,6 +1,7 @@
 package systemdunit
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 	"time"
@@ -56,48 +57,15 @@ func Timer(pol *policy.Policy, o TimerOptions) (string, error) {
 	b.WriteString("[Timer]\n")
 	switch {
 	case !gates.Window:
-		every := o.Every
-		if every == 0 {
-			every = 5 * time.Minute
-		}
+		every := cmp.Or(o.Every, 5*time.Minute)
 		fmt.Fprintf(&b, "# strategy %q has no window gate: check every %s\n", pol.Strategy, Timespan(every))
 		fmt.Fprintf(&b, "OnCalendar=*-*-* *:%s:00\n", everyMinutes(every))
+	case len(pol.Windows) == 0:
+		return "", fmt.Errorf("the policy has no [[window]]")
 	default:
-		if len(pol.Windows) == 0 {
-			return "", fmt.Errorf("the policy has no [[window]]")
-		}
 		for i, w := range pol.Windows {
-			name := w.Name
-			if name == "" {
-				name = fmt.Sprintf("window%d", i+1)
-			}
-			zone := w.Timezone
-			if zone == "" {
-				zone = "UTC"
-			}
-			span := w.Duration.D() - w.Cutoff.D()
-			fmt.Fprintf(&b, "# window %q: %q in %s for %s; reboots may begin during the first %s\n",
-				name, w.Start, zone, policy.FormatDuration(w.Duration.D()), policy.FormatDuration(span))
-			starts, err := OnCalendar(w.Start, w.Timezone)
-			if err != nil {
-				return "", fmt.Errorf("window %q (%s): %w", name, w.Source, err)
-			}
-			for _, s := range starts {
-				fmt.Fprintf(&b, "OnCalendar=%s\n", s)
-			}
-			if o.Every == 0 {
-				continue
-			}
-			retries, approx, err := retryCalendar(w.Start, w.Timezone, span, o.Every)
-			if err != nil {
-				return "", fmt.Errorf("window %q (%s): %w", name, w.Source, err)
-			}
-			fmt.Fprintf(&b, "# every %s during the hours reboots may begin in\n", Timespan(o.Every))
-			if approx {
-				b.WriteString("# (after midnight the day restriction is dropped: extra runs only report \"wait-window\")\n")
-			}
-			for _, s := range retries {
-				fmt.Fprintf(&b, "OnCalendar=%s\n", s)
+			if err := writeWindow(&b, i, w, o.Every); err != nil {
+				return "", err
 			}
 		}
 	}
@@ -111,18 +79,45 @@ func Timer(pol *policy.Policy, o TimerOptions) (string, error) {
 	return b.String(), nil
 }
 
-// retryCalendar returns expressions firing every `every` throughout the
+// writeWindow writes the OnCalendar= lines of window i: its starts and,
+// when every is set, the re-runs while a reboot may begin.
+func writeWindow(b *strings.Builder, i int, w policy.Window, every time.Duration) error {
+	name := w.Name
+	if name == "" {
+		name = fmt.Sprintf("window%d", i+1)
+	}
+	s, err := parse(w.Start)
+	if err != nil {
+		return fmt.Errorf("window %q (%s): %w", name, w.Source, err)
+	}
+	span := w.Duration.D() - w.Cutoff.D()
+	fmt.Fprintf(b, "# window %q: %q in %s for %s; reboots may begin during the first %s\n",
+		name, w.Start, cmp.Or(w.Timezone, "UTC"), policy.FormatDuration(w.Duration.D()), policy.FormatDuration(span))
+	for _, e := range s.onCalendar(w.Timezone) {
+		fmt.Fprintf(b, "OnCalendar=%s\n", e)
+	}
+	if every == 0 {
+		return nil
+	}
+	retries, approx := s.retries(w.Timezone, span, every)
+	fmt.Fprintf(b, "# every %s during the hours reboots may begin in\n", Timespan(every))
+	if approx {
+		b.WriteString("# (after midnight the day restriction is dropped: extra runs only report \"wait-window\")\n")
+	}
+	for _, e := range retries {
+		fmt.Fprintf(b, "OnCalendar=%s\n", e)
+	}
+	return nil
+}
+
+// retries returns expressions firing every `every` throughout the
 // wall-clock hours in which a reboot may begin: from each start hour up to
 // the hour holding start+span. approx is true when a window runs past
 // midnight and its day restriction could not be carried over exactly.
-func retryCalendar(spec, zone string, span, every time.Duration) (exprs []string, approx bool, err error) {
-	s, err := parse(spec)
-	if err != nil {
-		return nil, false, err
-	}
+func (s schedule) retries(zone string, span, every time.Duration) (exprs []string, approx bool) {
 	minutes := everyMinutes(every)
 	if span >= 7*24*time.Hour {
-		return []string{expr(days{dow: fullBits(dowBounds), dom: fullBits(domBounds), month: fullBits(monthBounds)}, "*", minutes, zone)}, false, nil
+		return []string{expr(days{dow: fullBits(dowBounds), dom: fullBits(domBounds), month: fullBits(monthBounds)}, "*", minutes, zone)}, false
 	}
 	mins := values(s.minute, minuteBounds)
 	lastMinute := time.Duration(mins[len(mins)-1]) * time.Minute
@@ -155,7 +150,7 @@ func retryCalendar(spec, zone string, span, every time.Duration) (exprs []string
 			exprs = appendUnique(exprs, expr(dd, renderNum(hb, hourBounds), minutes, zone))
 		}
 	}
-	return exprs, approx, nil
+	return exprs, approx
 }
 
 func everyMinutes(every time.Duration) string {

@@ -85,12 +85,13 @@ func TestRetryCalendar(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, approx, err := retryCalendar(tt.spec, "UTC", tt.span, 5*time.Minute)
+			s, err := parse(tt.spec)
 			if err != nil {
 				t.Fatal(err)
 			}
+			got, approx := s.retries("UTC", tt.span, 5*time.Minute)
 			if !slices.Equal(got, tt.want) || approx != tt.wantApprox {
-				t.Fatalf("retryCalendar = %q approx=%v, want %q approx=%v", got, approx, tt.want, tt.wantApprox)
+				t.Fatalf("retries = %q approx=%v, want %q approx=%v", got, approx, tt.want, tt.wantApprox)
 			}
 		})
 	}
@@ -292,6 +293,74 @@ func TestGeneratedTimersParse(t *testing.T) {
 			}
 			if n < 2 {
 				t.Fatalf("expected window-start and re-run lines:\n%s", timer)
+			}
+		})
+	}
+}
+
+// Every generated timer, as a whole, passes `systemd-analyze verify`: each
+// directive known and well formed, the unit it starts present. Any line
+// systemd prints about the timer is a failure, since verify reports
+// unknown keys and unparsable values only as warnings.
+func TestGeneratedTimersVerify(t *testing.T) {
+	bin := systemdAnalyze(t)
+	dir := t.TempDir()
+	trueBin, err := exec.LookPath("true")
+	if err != nil {
+		t.Skip("no true(1) to stand in for offpeak")
+	}
+	service := "[Unit]\nDescription=stand-in for offpeak check\n\n[Service]\nType=oneshot\nExecStart=" + trueBin + "\n"
+	if err := os.WriteFile(filepath.Join(dir, DefaultUnit), []byte(service), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	examples, err := filepath.Glob(filepath.Join("..", "..", "examples", "*.toml"))
+	if err != nil || len(examples) == 0 {
+		t.Fatalf("no example policies found (%v)", err)
+	}
+	type variant struct {
+		name string
+		pol  *policy.Policy
+		o    TimerOptions
+	}
+	var variants []variant
+	for _, ex := range append(examples, "") {
+		base := strings.TrimSuffix(filepath.Base(ex), ".toml")
+		if ex == "" {
+			base = "default"
+		}
+		variants = append(variants,
+			variant{base + "-starts", loadPolicy(t, ex), TimerOptions{}},
+			variant{base + "-reruns", loadPolicy(t, ex), TimerOptions{Every: 10 * time.Minute, RandomizedDelay: 90 * time.Second}},
+		)
+	}
+	noWindow := loadPolicy(t, "")
+	noWindow.Strategy = policy.StrategyEtcdLock
+	variants = append(variants, variant{"etcd-lock", noWindow, TimerOptions{Every: 15 * time.Minute}})
+
+	for _, v := range variants {
+		t.Run(v.name, func(t *testing.T) {
+			timer, err := Timer(v.pol, v.o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			name := "offpeak-" + v.name + ".timer"
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(timer), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(bin, "verify", "--man=no", name)
+			cmd.Dir = dir
+			cmd.Env = append(os.Environ(), "SYSTEMD_LOG_COLOR=0", "LC_ALL=C")
+			out, err := cmd.CombinedOutput()
+			var problems []string
+			for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+				if strings.Contains(line, name) || strings.Contains(line, DefaultUnit) || strings.Contains(line, dir) {
+					problems = append(problems, line)
+				} else if line != "" {
+					t.Logf("about the host: %s", line)
+				}
+			}
+			if err != nil || len(problems) > 0 {
+				t.Fatalf("systemd-analyze verify %s: %v\n%s\n%s", name, err, strings.Join(problems, "\n"), timer)
 			}
 		})
 	}

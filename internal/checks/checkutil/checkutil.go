@@ -1,6 +1,7 @@
 // Package checkutil holds the pieces the built-in health checks and the
-// webhook notifier share: result building, context-end reasons, text
-// truncation, URL redaction and TLS client setup.
+// webhook notifier share: the logger and clock every check carries, result
+// building, context-end reasons, text truncation, URL redaction, header
+// validation, HTTP and TLS client setup, and D-Bus connections.
 package checkutil
 
 import (
@@ -8,23 +9,15 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"github.com/offpeak/offpeak/internal/tlsutil"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
 	"unicode/utf8"
 
+	"github.com/offpeak/offpeak/internal/tlsutil"
 	"github.com/offpeak/offpeak/plugins"
 )
-
-// Result builds a CheckResult stamped with now().
-func Result(now func() time.Time, o plugins.Outcome, reason string, details map[string]string) plugins.CheckResult {
-	if now == nil {
-		now = time.Now
-	}
-	return plugins.CheckResult{Outcome: o, Reason: reason, Details: details, Time: now()}
-}
 
 // CtxReason explains why ctx ended: "timed out after D" for a deadline,
 // "canceled" otherwise. started is when the check began; D is the time the
@@ -148,16 +141,42 @@ func NewHTTPClient(tlsCfg *tls.Config) *http.Client {
 	}
 }
 
-// TransportError describes a failed HTTP round trip without the URL (which
-// the caller adds in its safe form) and without repeating "context deadline
-// exceeded" noise when ctx ended.
-func TransportError(ctx context.Context, started time.Time, err error) string {
+// ErrText explains err, or names the end of ctx instead ("timed out after
+// D", "canceled") when ctx ended, since err then only repeats that noisily.
+func ErrText(ctx context.Context, started time.Time, err error) string {
 	if r := CtxReason(ctx, started); r != "" {
 		return r
 	}
+	return err.Error()
+}
+
+// TransportError describes a failed HTTP round trip like ErrText, without
+// the URL (which the caller adds in its safe form).
+func TransportError(ctx context.Context, started time.Time, err error) string {
+	return ErrText(ctx, started, withoutURL(err))
+}
+
+// withoutURL unwraps a *url.Error, whose text repeats the full URL with
+// its user info and query.
+func withoutURL(err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		err = ue.Err
+		return ue.Err
 	}
-	return err.Error()
+	return err
+}
+
+// ValidHeader reports whether k is an RFC 9110 field name and v a value
+// that cannot split the header block. Errors about a bad header should
+// name k only: v is often a credential.
+func ValidHeader(k, v string) bool {
+	if k == "" || strings.ContainsAny(v, "\r\n\x00") {
+		return false
+	}
+	for _, r := range k {
+		if r <= ' ' || r >= 0x7f || strings.ContainsRune(`"(),/:;<=>?@[\]{}`, r) {
+			return false
+		}
+	}
+	return true
 }

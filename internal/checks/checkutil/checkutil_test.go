@@ -1,8 +1,11 @@
 package checkutil
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -58,7 +61,8 @@ func TestParseHTTPURLDoesNotEchoPassword(t *testing.T) {
 }
 
 func TestCtxReason(t *testing.T) {
-	started := time.Now()
+	// Started 1.5s ago, so the deadline below is already due.
+	started := time.Now().Add(-1500 * time.Millisecond)
 	live := t.Context()
 	if r := CtxReason(live, started); r != "" {
 		t.Fatalf("live ctx: %q", r)
@@ -103,4 +107,85 @@ func TestTLSConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestValidHeader(t *testing.T) {
+	for _, tt := range []struct {
+		k, v string
+		want bool
+	}{
+		{"Authorization", "Bearer x", true},
+		{"X-Custom_1", "", true},
+		{"", "v", false},
+		{"X A", "v", false},
+		{"X:A", "v", false},
+		{"Ä", "v", false},
+		{"X-A", "a\r\nX-B: b", false},
+		{"X-A", "a\x00", false},
+	} {
+		if got := ValidHeader(tt.k, tt.v); got != tt.want {
+			t.Errorf("ValidHeader(%q, %q) = %v, want %v", tt.k, tt.v, got, tt.want)
+		}
+	}
+}
+
+func TestTransportErrorDropsTheURL(t *testing.T) {
+	err := &url.Error{Op: "Get", URL: "http://user:pw-secret@example.org/?token=qs-secret", Err: errors.New("connection refused")}
+	if got := TransportError(t.Context(), time.Now(), err); got != "connection refused" {
+		t.Fatalf("got %q", got)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if got := TransportError(ctx, time.Now(), err); got != "canceled" {
+		t.Fatalf("ended ctx: got %q", got)
+	}
+	b := NewBase(nil)
+	res := b.RequestError(t.Context(), time.Now(), "GET http://example.org/", err, nil)
+	if res.Outcome != plugins.Error || res.Reason != "GET http://example.org/: connection refused" || res.Details != nil {
+		t.Fatalf("RequestError = %+v", res)
+	}
+	res = b.RequestError(ctx, time.Now(), "GET http://example.org/", err, map[string]string{"target": "x"})
+	if res.Outcome != plugins.Error || res.Reason != "canceled: GET http://example.org/" || res.Details["target"] != "x" {
+		t.Fatalf("RequestError after cancel = %+v", res)
+	}
+}
+
+func TestNewRequest(t *testing.T) {
+	u, err := ParseHTTPURL("https://user:pw-secret@example.org:8443/api?token=qs-secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewRequest(t.Context(), http.MethodGet, u, TLSOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Target != "GET https://example.org:8443/api" || r.Req.Header.Get("User-Agent") != "offpeak" || r.Req.URL.String() != u.String() {
+		t.Fatalf("request %+v, target %q", r.Req, r.Target)
+	}
+	if _, err := NewRequest(t.Context(), "BAD METHOD", u, TLSOptions{}); !errors.Is(err, plugins.ErrInvalidArgument) || strings.Contains(err.Error(), "secret") {
+		t.Fatalf("bad method: %v", err)
+	}
+	if _, err := NewRequest(t.Context(), http.MethodGet, u, TLSOptions{CAFile: filepath.Join(t.TempDir(), "absent")}); !errors.Is(err, plugins.ErrInvalidArgument) {
+		t.Fatalf("missing CA: %v", err)
+	}
+}
+
+func TestBase(t *testing.T) {
+	var logs bytes.Buffer
+	b := NewBase(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	at := time.Date(2026, 3, 29, 2, 30, 0, 0, time.UTC)
+	b.Now = func() time.Time { return at }
+	res := b.Result(plugins.Pass, "ok", map[string]string{})
+	if res.Details != nil || !res.Time.Equal(at) || res.Outcome != plugins.Pass || res.Reason != "ok" {
+		t.Fatalf("Result = %+v", res)
+	}
+	if got := b.Done(t.Context(), "demo", "probe", time.Now(), res, slog.String("target", "x")); got.Reason != res.Reason {
+		t.Fatalf("Done changed the result: %+v", got)
+	}
+	if out := logs.String(); !strings.Contains(out, `msg="demo check done" check=probe target=x outcome=pass took=`) {
+		t.Fatalf("log: %q", out)
+	}
+	// Without a logger nothing is logged and nothing breaks.
+	quiet := NewBase(nil)
+	quiet.Done(t.Context(), "demo", "probe", time.Now(), res)
 }

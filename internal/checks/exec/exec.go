@@ -135,9 +135,7 @@ func (c *Config) validate() error {
 
 // Check is the exec health check.
 type Check struct {
-	log *slog.Logger
-	// Now stamps results; tests replace it.
-	Now func() time.Time
+	checkutil.Base
 	// Getenv reads the agent's environment (only PATH is read); tests
 	// replace it.
 	Getenv func(string) string
@@ -145,10 +143,7 @@ type Check struct {
 
 // New returns the exec check.
 func New(log *slog.Logger) plugins.HealthCheck {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Check{log: log, Now: time.Now, Getenv: os.Getenv}
+	return &Check{Base: checkutil.NewBase(log), Getenv: os.Getenv}
 }
 
 // Check runs the configured command once.
@@ -161,25 +156,17 @@ func (c *Check) Check(ctx context.Context, req plugins.CheckRequest) (plugins.Ch
 		return plugins.CheckResult{}, fmt.Errorf("exec check %q: %w", req.Name, err)
 	}
 	started := time.Now()
-	res := c.run(ctx, req, &cfg, started)
-	c.log.LogAttrs(ctx, slog.LevelDebug, "exec check done",
-		slog.String("check", req.Name), slog.String("program", cfg.Argv[0]),
-		slog.String("outcome", string(res.Outcome)), slog.Duration("took", time.Since(started)))
-	return res, nil
-}
-
-func (c *Check) result(o plugins.Outcome, reason string, details map[string]string) plugins.CheckResult {
-	return checkutil.Result(c.Now, o, reason, details)
+	return c.Done(ctx, "exec", req.Name, started, c.run(ctx, req, &cfg, started), slog.String("program", cfg.Argv[0])), nil
 }
 
 func (c *Check) run(ctx context.Context, req plugins.CheckRequest, cfg *Config, started time.Time) plugins.CheckResult {
 	if r := checkutil.CtxReason(ctx, started); r != "" {
-		return c.result(plugins.Error, r, nil)
+		return c.Result(plugins.Error, r, nil)
 	}
-	env := c.environ(req, cfg)
-	prog, err := lookPath(cfg.Argv[0], envValue(env, "PATH"))
+	env, path := c.environ(req, cfg)
+	prog, err := lookPath(cfg.Argv[0], path)
 	if err != nil {
-		return c.result(plugins.Error, fmt.Sprintf("cannot start %s: %v", cfg.Argv[0], err), nil)
+		return c.Result(plugins.Error, fmt.Sprintf("cannot start %s: %v", cfg.Argv[0], err), nil)
 	}
 	dir := cfg.Dir
 	if dir == "" {
@@ -197,58 +184,39 @@ func (c *Check) run(ctx context.Context, req plugins.CheckRequest, cfg *Config, 
 		WaitDelay:   waitDelay,
 	}
 	if err := cmd.Start(); err != nil {
-		return c.result(plugins.Error, fmt.Sprintf("cannot start %s: %v", cfg.Argv[0], unwrapPathError(err)), nil)
+		return c.Result(plugins.Error, fmt.Sprintf("cannot start %s: %v", cfg.Argv[0], unwrapPathError(err)), nil)
 	}
-	pgid := cmd.Process.Pid // Setpgid makes the child the leader of group pgid
+	ctxKilled, waitErr := waitGroup(ctx, cmd)
 
-	// The process group may be signalled only while its leader is not yet
-	// reaped: until then its pid (and so the group id) cannot be reused.
-	// So: watch ctx in a goroutine, wait for the exit without reaping,
-	// stop the watcher, kill what is left of the group, and only then reap.
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var ctxKilled bool
-	wg.Go(func() {
-		select {
-		case <-ctx.Done():
-			ctxKilled = true
-			killGroup(pgid)
-		case <-stop:
-		}
-	})
-	waitExitNoReap(pgid)
-	close(stop)
-	wg.Wait()
-	killGroup(pgid)
-	waitErr := cmd.Wait()
-
+	output := out.String()
 	details := map[string]string{"duration": time.Since(started).Round(time.Millisecond).String()}
-	if o := out.String(); o != "" {
-		details["output"] = o
+	if output != "" {
+		details["output"] = output
 	}
 	ps := cmd.ProcessState
 	if ps == nil {
-		return c.result(plugins.Error, fmt.Sprintf("%s: %v", cfg.Argv[0], waitErr), details)
+		return c.Result(plugins.Error, fmt.Sprintf("%s: %v", cfg.Argv[0], waitErr), details)
 	}
 	ws, _ := ps.Sys().(syscall.WaitStatus)
 	switch {
 	case ctxKilled && ws.Signaled() && ws.Signal() == syscall.SIGKILL:
-		return c.result(plugins.Error, checkutil.CtxReason(ctx, started), details)
+		return c.Result(plugins.Error, checkutil.CtxReason(ctx, started), details)
 	case ws.Exited() && ws.ExitStatus() == 0:
-		return c.result(plugins.Pass, "exit status 0", details)
+		return c.Result(plugins.Pass, "exit status 0", details)
 	case ws.Exited():
 		details["exit_code"] = strconv.Itoa(ws.ExitStatus())
-		return c.result(plugins.Fail, withOutput(fmt.Sprintf("exit status %d", ws.ExitStatus()), out.String()), details)
+		return c.Result(plugins.Fail, withOutput(fmt.Sprintf("exit status %d", ws.ExitStatus()), output), details)
 	case ws.Signaled():
 		details["signal"] = ws.Signal().String()
-		return c.result(plugins.Fail, withOutput("terminated by signal "+unix.SignalName(ws.Signal()), out.String()), details)
+		return c.Result(plugins.Fail, withOutput("terminated by signal "+unix.SignalName(ws.Signal()), output), details)
 	default:
-		return c.result(plugins.Error, fmt.Sprintf("%s: unexpected wait status %v", cfg.Argv[0], ps), details)
+		return c.Result(plugins.Error, fmt.Sprintf("%s: unexpected wait status %v", cfg.Argv[0], ps), details)
 	}
 }
 
-// environ builds the minimal environment described in the package comment.
-func (c *Check) environ(req plugins.CheckRequest, cfg *Config) []string {
+// environ builds the minimal environment described in the package comment
+// and returns it with the PATH it holds.
+func (c *Check) environ(req plugins.CheckRequest, cfg *Config) (env []string, path string) {
 	getenv := c.Getenv
 	if getenv == nil {
 		getenv = os.Getenv
@@ -266,20 +234,11 @@ func (c *Check) environ(req plugins.CheckRequest, cfg *Config) []string {
 	for k, v := range cfg.Env {
 		m[k] = v
 	}
-	env := make([]string, 0, len(m))
+	env = make([]string, 0, len(m))
 	for _, k := range slices.Sorted(maps.Keys(m)) {
 		env = append(env, k+"="+m[k])
 	}
-	return env
-}
-
-func envValue(env []string, key string) string {
-	for _, kv := range env {
-		if k, v, ok := strings.Cut(kv, "="); ok && k == key {
-			return v
-		}
-	}
-	return ""
+	return env, m["PATH"]
 }
 
 // errNotFound is returned by lookPath when no PATH entry has the program.
@@ -311,6 +270,34 @@ func unwrapPathError(err error) error {
 		return pe.Err
 	}
 	return err
+}
+
+// waitGroup waits for the started cmd, whose process leads its own group,
+// and kills the whole group when ctx ends and again once the leader has
+// exited. ctxKilled reports whether the kill for ctx was sent.
+//
+// The group may be signalled only while its leader is not yet reaped:
+// until then the leader's pid (and so the group id) cannot be reused. So:
+// watch ctx in a goroutine, wait for the exit without reaping, stop the
+// watcher, kill what is left of the group, and only then reap.
+func waitGroup(ctx context.Context, cmd *osexec.Cmd) (ctxKilled bool, err error) {
+	pgid := cmd.Process.Pid // Setpgid makes the child the leader of group pgid
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		select {
+		case <-ctx.Done():
+			ctxKilled = true
+			killGroup(pgid)
+		case <-stop:
+		}
+	})
+	waitExitNoReap(pgid)
+	close(stop)
+	wg.Wait()
+	killGroup(pgid)
+	err = cmd.Wait()
+	return ctxKilled, err
 }
 
 // killGroup sends SIGKILL to every process in group pgid. ESRCH (nothing

@@ -16,30 +16,20 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/offpeak/offpeak/internal/checks/checktest"
 	"github.com/offpeak/offpeak/plugins"
 )
-
-var fixedNow = time.Date(2026, 3, 29, 2, 30, 0, 0, time.UTC)
 
 func newCheck(t *testing.T) *Check {
 	t.Helper()
 	c := New(nil).(*Check)
-	c.Now = func() time.Time { return fixedNow }
+	checktest.Clock(&c.Base)
 	return c
 }
 
 func request(t *testing.T, cfg any) plugins.CheckRequest {
 	t.Helper()
-	b, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return plugins.CheckRequest{
-		Name:   "probe",
-		Phase:  plugins.PhasePreReboot,
-		Node:   plugins.Node{ID: "node-1", Group: "web"},
-		Config: b,
-	}
+	return checktest.Request(t, "probe", plugins.PhasePreReboot, cfg)
 }
 
 func TestCheckOutcomes(t *testing.T) {
@@ -53,31 +43,44 @@ func TestCheckOutcomes(t *testing.T) {
 		cfg        map[string]any
 		want       plugins.Outcome
 		wantReason string // substring
+		exitCode   string // Details["exit_code"], "" for none
+		signal     string // Details["signal"], "" for none
 	}{
-		{"exit 0 passes", map[string]any{"argv": []string{"true"}}, plugins.Pass, "exit status 0"},
+		{"exit 0 passes", map[string]any{"argv": []string{"true"}}, plugins.Pass, "exit status 0", "", ""},
 		{"non-zero exit fails with status and last output lines",
 			map[string]any{"argv": []string{"/bin/sh", "-c", "echo first; echo second; echo third >&2; echo fourth; exit 3"}},
-			plugins.Fail, "exit status 3: second | third | fourth"},
-		{"non-zero exit without output", map[string]any{"argv": []string{"false"}}, plugins.Fail, "exit status 1"},
-		{"killed by a signal fails", map[string]any{"argv": []string{"/bin/sh", "-c", "kill -TERM $$"}}, plugins.Fail, "terminated by signal SIGTERM"},
-		{"unknown program is an error", map[string]any{"argv": []string{"offpeak-no-such-program"}}, plugins.Error, "not found"},
-		{"missing path is an error", map[string]any{"argv": []string{filepath.Join(dir, "absent")}}, plugins.Error, "cannot start"},
-		{"file without exec bit is an error", map[string]any{"argv": []string{noExec}}, plugins.Error, "permission denied"},
-		{"missing working directory is an error", map[string]any{"argv": []string{"true"}, "dir": filepath.Join(dir, "nodir")}, plugins.Error, "cannot start"},
+			plugins.Fail, "exit status 3: second | third | fourth", "3", ""},
+		{"non-zero exit without output", map[string]any{"argv": []string{"false"}}, plugins.Fail, "exit status 1", "1", ""},
+		{"killed by a signal fails", map[string]any{"argv": []string{"/bin/sh", "-c", "kill -TERM $$"}}, plugins.Fail, "terminated by signal SIGTERM", "", "terminated"},
+		{"unknown program is an error", map[string]any{"argv": []string{"offpeak-no-such-program"}}, plugins.Error, "not found", "", ""},
+		{"missing path is an error", map[string]any{"argv": []string{filepath.Join(dir, "absent")}}, plugins.Error, "cannot start", "", ""},
+		{"file without exec bit is an error", map[string]any{"argv": []string{noExec}}, plugins.Error, "permission denied", "", ""},
+		{"missing working directory is an error", map[string]any{"argv": []string{"true"}, "dir": filepath.Join(dir, "nodir")}, plugins.Error, "cannot start", "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res, err := newCheck(t).Check(t.Context(), request(t, tt.cfg))
-			if err != nil {
-				t.Fatalf("Check: %v", err)
-			}
-			if res.Outcome != tt.want || !strings.Contains(res.Reason, tt.wantReason) {
-				t.Fatalf("got %s %q, want %s containing %q", res.Outcome, res.Reason, tt.want, tt.wantReason)
-			}
-			if !res.Time.Equal(fixedNow) {
-				t.Fatalf("Time = %v, want the injected clock's %v", res.Time, fixedNow)
+			res := checktest.Run(t, t.Context(), newCheck(t), request(t, tt.cfg))
+			checktest.Expect(t, res, tt.want, tt.wantReason)
+			if res.Details["exit_code"] != tt.exitCode || res.Details["signal"] != tt.signal {
+				t.Fatalf("details %v, want exit_code %q and signal %q", res.Details, tt.exitCode, tt.signal)
 			}
 		})
+	}
+}
+
+// The argv reaches the program as given: no shell expands, splits or
+// interprets any of it.
+func TestArgvIsNotInterpretedByAShell(t *testing.T) {
+	args := []string{"$HOME", "a b", "x; exit 7", "`id`", "*", "$(false)", "'q'", `"dq"`, "> /dev/null", ""}
+	argv := append([]string{"printf", `[%s]\n`}, args...)
+	res := checktest.Run(t, t.Context(), newCheck(t), request(t, map[string]any{"argv": argv}))
+	checktest.Expect(t, res, plugins.Pass, "exit status 0")
+	var want strings.Builder
+	for _, a := range args {
+		want.WriteString("[" + a + "]\n")
+	}
+	if got := res.Details["output"]; got != want.String() {
+		t.Fatalf("output %q, want every argument verbatim: %q", got, want.String())
 	}
 }
 
@@ -102,9 +105,7 @@ func TestBadConfigIsInvalidArgument(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			req := plugins.CheckRequest{Name: "bad", Config: json.RawMessage(tt.cfg)}
 			_, err := newCheck(t).Check(t.Context(), req)
-			if !errors.Is(err, plugins.ErrInvalidArgument) {
-				t.Fatalf("err = %v, want ErrInvalidArgument", err)
-			}
+			checktest.InvalidArgument(t, err)
 		})
 	}
 }
@@ -199,12 +200,15 @@ func TestOutputIsCappedToTheLastBytes(t *testing.T) {
 func TestTimeoutIsAnError(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 	defer cancel()
-	res, err := newCheck(t).Check(ctx, request(t, map[string]any{"argv": []string{"sleep", "30"}}))
-	if err != nil {
-		t.Fatal(err)
+	start := time.Now()
+	res := checktest.Run(t, ctx, newCheck(t), request(t, map[string]any{"argv": []string{"sleep", "30"}}))
+	checktest.Expect(t, res, plugins.Error)
+	if !strings.HasPrefix(res.Reason, "timed out after") {
+		t.Fatalf("reason %q, want it to name the timeout", res.Reason)
 	}
-	if res.Outcome != plugins.Error || !strings.HasPrefix(res.Reason, "timed out after") {
-		t.Fatalf("got %s %q, want error timed out", res.Outcome, res.Reason)
+	// The command is killed, not waited for: far less than its 30s.
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("Check took %s after a 100ms timeout", took)
 	}
 }
 
@@ -279,8 +283,9 @@ func TestNoGrandchildSurvives(t *testing.T) {
 				err error
 			}
 			done := make(chan ret, 1)
+			c, req := newCheck(t), request(t, map[string]any{"argv": []string{"/bin/sh", "-c", tt.script, "sh", fifo}})
 			go func() {
-				res, err := newCheck(t).Check(ctx, request(t, map[string]any{"argv": []string{"/bin/sh", "-c", tt.script, "sh", fifo}}))
+				res, err := c.Check(ctx, req)
 				done <- ret{res, err}
 			}()
 

@@ -11,7 +11,6 @@ package http
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	nethttp "net/http"
 	"regexp"
@@ -51,26 +50,19 @@ type Config struct {
 
 // Check is the http health check.
 type Check struct {
-	log *slog.Logger
-	// Now stamps results; tests replace it.
-	Now func() time.Time
+	checkutil.Base
 }
 
 // New returns the http check.
 func New(log *slog.Logger) plugins.HealthCheck {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Check{log: log, Now: time.Now}
+	return &Check{Base: checkutil.NewBase(log)}
 }
 
 // prepared is a validated Config ready to send.
 type prepared struct {
-	req    *nethttp.Request
-	target string // method and safe URL, for reasons
+	*checkutil.Request
 	expect []int
 	re     *regexp.Regexp
-	client *nethttp.Client
 }
 
 func prepare(ctx context.Context, cfg *Config) (*prepared, error) {
@@ -103,36 +95,25 @@ func prepare(ctx context.Context, cfg *Config) (*prepared, error) {
 			return nil, fmt.Errorf("%w: body_regex: %w", plugins.ErrInvalidArgument, err)
 		}
 	}
-	tlsCfg, err := checkutil.TLSConfig(checkutil.TLSOptions{
+	r, err := checkutil.NewRequest(ctx, method, u, checkutil.TLSOptions{
 		CAFile: cfg.CAFile, CertFile: cfg.ClientCert, KeyFile: cfg.ClientKey,
 		InsecureSkipVerify: cfg.InsecureSkipVerify,
 	})
 	if err != nil {
 		return nil, err
 	}
-	req, err := nethttp.NewRequestWithContext(ctx, method, u.String(), nil)
-	if err != nil {
-		return nil, fmt.Errorf("%w: request: %w", plugins.ErrInvalidArgument, err)
-	}
-	req.Header.Set("User-Agent", "offpeak")
 	for k, v := range cfg.Headers {
 		if strings.EqualFold(k, "Host") {
-			req.Host = v
+			r.Req.Host = v
 			continue
 		}
-		if !validHeader(k, v) {
+		if !checkutil.ValidHeader(k, v) {
 			// The value may be a secret: name only the header.
 			return nil, fmt.Errorf("%w: header %q has an invalid name or value", plugins.ErrInvalidArgument, k)
 		}
-		req.Header.Set(k, v)
+		r.Req.Header.Set(k, v)
 	}
-	return &prepared{
-		req:    req,
-		target: method + " " + checkutil.SafeURL(u),
-		expect: expect,
-		re:     re,
-		client: checkutil.NewHTTPClient(tlsCfg),
-	}, nil
+	return &prepared{Request: r, expect: expect, re: re}, nil
 }
 
 // Check sends the configured request once.
@@ -146,52 +127,32 @@ func (c *Check) Check(ctx context.Context, req plugins.CheckRequest) (plugins.Ch
 		return plugins.CheckResult{}, fmt.Errorf("http check %q: %w", req.Name, err)
 	}
 	started := time.Now()
-	res := c.run(ctx, p, started)
-	c.log.LogAttrs(ctx, slog.LevelDebug, "http check done",
-		slog.String("check", req.Name), slog.String("target", p.target),
-		slog.String("outcome", string(res.Outcome)), slog.Duration("took", time.Since(started)))
-	return res, nil
+	return c.Done(ctx, "http", req.Name, started, c.run(ctx, p, started), slog.String("target", p.Target)), nil
 }
 
 func (c *Check) run(ctx context.Context, p *prepared, started time.Time) plugins.CheckResult {
-	details := map[string]string{"target": p.target}
-	if r := checkutil.CtxReason(ctx, started); r != "" {
-		return checkutil.Result(c.Now, plugins.Error, r+": "+p.target, details)
-	}
-	resp, err := p.client.Do(p.req)
+	details := map[string]string{"target": p.Target}
+	status, body, err := p.Fetch(MaxBody)
 	if err != nil {
-		return c.transportError(ctx, started, p.target, err, details)
+		return c.RequestError(ctx, started, p.Target, err, details)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxBody))
-	if err != nil {
-		return c.transportError(ctx, started, p.target, fmt.Errorf("reading body: %w", err), details)
-	}
-	details["status"] = strconv.Itoa(resp.StatusCode)
-	if !slices.Contains(p.expect, resp.StatusCode) {
-		return checkutil.Result(c.Now, plugins.Fail,
-			fmt.Sprintf("%s: status %s, want %s", p.target, statusText(resp), joinInts(p.expect)), details)
+	details["status"] = strconv.Itoa(status)
+	if !slices.Contains(p.expect, status) {
+		return c.Result(plugins.Fail,
+			fmt.Sprintf("%s: status %s, want %s", p.Target, statusText(status), joinInts(p.expect)), details)
 	}
 	if p.re != nil && !p.re.Match(body) {
-		return checkutil.Result(c.Now, plugins.Fail,
-			fmt.Sprintf("%s: body does not match %s", p.target, checkutil.Truncate(strconv.Quote(p.re.String()), 120)), details)
+		return c.Result(plugins.Fail,
+			fmt.Sprintf("%s: body does not match %s", p.Target, checkutil.Truncate(strconv.Quote(p.re.String()), 120)), details)
 	}
-	return checkutil.Result(c.Now, plugins.Pass, fmt.Sprintf("%s: status %d", p.target, resp.StatusCode), details)
+	return c.Result(plugins.Pass, fmt.Sprintf("%s: status %d", p.Target, status), details)
 }
 
-func (c *Check) transportError(ctx context.Context, started time.Time, target string, err error, details map[string]string) plugins.CheckResult {
-	if r := checkutil.CtxReason(ctx, started); r != "" {
-		return checkutil.Result(c.Now, plugins.Error, r+": "+target, details)
+func statusText(code int) string {
+	if t := nethttp.StatusText(code); t != "" {
+		return strconv.Itoa(code) + " " + t
 	}
-	return checkutil.Result(c.Now, plugins.Error,
-		checkutil.Truncate(target+": "+checkutil.TransportError(ctx, started, err), 400), details)
-}
-
-func statusText(resp *nethttp.Response) string {
-	if t := nethttp.StatusText(resp.StatusCode); t != "" {
-		return strconv.Itoa(resp.StatusCode) + " " + t
-	}
-	return strconv.Itoa(resp.StatusCode)
+	return strconv.Itoa(code)
 }
 
 func joinInts(v []int) string {
@@ -211,16 +172,4 @@ func validMethod(m string) bool {
 		}
 	}
 	return m != ""
-}
-
-func validHeader(k, v string) bool {
-	if k == "" || strings.ContainsAny(v, "\r\n\x00") {
-		return false
-	}
-	for _, r := range k {
-		if r <= ' ' || r >= 0x7f || strings.ContainsRune(`"(),/:;<=>?@[\]{}`, r) {
-			return false
-		}
-	}
-	return true
 }

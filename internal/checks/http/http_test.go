@@ -8,9 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
-	"encoding/pem"
-	"errors"
 	"io"
 	"math/big"
 	nethttp "net/http"
@@ -21,46 +18,25 @@ import (
 	"testing"
 	"time"
 
+	"github.com/offpeak/offpeak/internal/checks/checktest"
 	"github.com/offpeak/offpeak/plugins"
 )
 
-var fixedNow = time.Date(2026, 3, 29, 2, 30, 0, 0, time.UTC)
+func newCheck() *Check {
+	c := New(nil).(*Check)
+	checktest.Clock(&c.Base)
+	return c
+}
 
+func request(t testing.TB, cfg map[string]any) plugins.CheckRequest {
+	t.Helper()
+	return checktest.Request(t, "api", plugins.PhasePostBoot, cfg)
+}
+
+// check runs the check and requires a result, not an error.
 func check(t *testing.T, ctx context.Context, cfg map[string]any) plugins.CheckResult {
 	t.Helper()
-	res, err := checkErr(ctx, cfg)
-	if err != nil {
-		t.Fatalf("Check: %v", err)
-	}
-	if !res.Time.Equal(fixedNow) {
-		t.Fatalf("Time = %v, want the injected clock", res.Time)
-	}
-	return res
-}
-
-func checkErr(ctx context.Context, cfg map[string]any) (plugins.CheckResult, error) {
-	b, err := json.Marshal(cfg)
-	if err != nil {
-		return plugins.CheckResult{}, err
-	}
-	c := New(nil).(*Check)
-	c.Now = func() time.Time { return fixedNow }
-	return c.Check(ctx, plugins.CheckRequest{Name: "api", Phase: plugins.PhasePostBoot, Config: b})
-}
-
-// writeCA writes the certificate of a TLS test server as a PEM CA file.
-func writeCA(t *testing.T, srv *httptest.Server) string {
-	t.Helper()
-	return writePEM(t, "ca.pem", "CERTIFICATE", srv.Certificate().Raw)
-}
-
-func writePEM(t *testing.T, name, typ string, der []byte) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return checktest.Run(t, ctx, newCheck(), request(t, cfg))
 }
 
 func TestStatusAndBody(t *testing.T) {
@@ -97,10 +73,7 @@ func TestStatusAndBody(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res := check(t, t.Context(), tt.cfg)
-			if res.Outcome != tt.want || !strings.Contains(res.Reason, tt.wantReason) {
-				t.Fatalf("got %s %q, want %s containing %q", res.Outcome, res.Reason, tt.want, tt.wantReason)
-			}
+			checktest.Expect(t, check(t, t.Context(), tt.cfg), tt.want, tt.wantReason)
 		})
 	}
 }
@@ -120,9 +93,8 @@ func TestHeadersAreSentAndSecretsStayOut(t *testing.T) {
 		"url":     u,
 		"headers": map[string]string{"Authorization": token, "Host": "api.internal"},
 	})
-	if res.Outcome != plugins.Fail || !strings.Contains(res.Reason, "status 418") {
-		t.Fatalf("got %s %q, want the server to see the headers and answer 418", res.Outcome, res.Reason)
-	}
+	// The server answers 418 only when it saw the headers.
+	checktest.Expect(t, res, plugins.Fail, "status 418")
 	all := res.Reason
 	for _, v := range res.Details {
 		all += " " + v
@@ -139,7 +111,7 @@ func TestTLS(t *testing.T) {
 	t.Cleanup(srv.Close)
 	// httptest servers share one built-in certificate, so a foreign CA has
 	// to be made here.
-	wrongCA := writePEM(t, "wrong.pem", "CERTIFICATE", newCA(t).cert.Raw)
+	wrongCA := checktest.WritePEM(t, "wrong.pem", "CERTIFICATE", newCA(t).cert.Raw)
 
 	tests := []struct {
 		name       string
@@ -147,17 +119,14 @@ func TestTLS(t *testing.T) {
 		want       plugins.Outcome
 		wantReason string
 	}{
-		{"CA file is the trust anchor", map[string]any{"url": srv.URL, "ca_file": writeCA(t, srv)}, plugins.Pass, "status 200"},
+		{"CA file is the trust anchor", map[string]any{"url": srv.URL, "ca_file": checktest.CAFile(t, srv)}, plugins.Pass, "status 200"},
 		{"wrong CA is an error", map[string]any{"url": srv.URL, "ca_file": wrongCA}, plugins.Error, "certificate"},
 		{"system roots do not trust the test CA", map[string]any{"url": srv.URL}, plugins.Error, "certificate"},
 		{"insecure_skip_verify passes", map[string]any{"url": srv.URL, "insecure_skip_verify": true}, plugins.Pass, "status 200"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res := check(t, t.Context(), tt.cfg)
-			if res.Outcome != tt.want || !strings.Contains(res.Reason, tt.wantReason) {
-				t.Fatalf("got %s %q, want %s containing %q", res.Outcome, res.Reason, tt.want, tt.wantReason)
-			}
+			checktest.Expect(t, check(t, t.Context(), tt.cfg), tt.want, tt.wantReason)
 		})
 	}
 }
@@ -209,7 +178,7 @@ func (ca testCA) issueClient(t *testing.T) (certFile, keyFile string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return writePEM(t, "client.pem", "CERTIFICATE", der), writePEM(t, "client-key.pem", "PRIVATE KEY", kder)
+	return checktest.WritePEM(t, "client.pem", "CERTIFICATE", der), checktest.WritePEM(t, "client-key.pem", "PRIVATE KEY", kder)
 }
 
 func TestMutualTLS(t *testing.T) {
@@ -224,45 +193,22 @@ func TestMutualTLS(t *testing.T) {
 	srv.TLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
-	caFile := writeCA(t, srv)
+	caFile := checktest.CAFile(t, srv)
 	certFile, keyFile := ca.issueClient(t)
 
 	t.Run("client certificate is presented", func(t *testing.T) {
 		res := check(t, t.Context(), map[string]any{"url": srv.URL, "ca_file": caFile, "client_cert": certFile, "client_key": keyFile})
-		if res.Outcome != plugins.Pass {
-			t.Fatalf("got %s %q", res.Outcome, res.Reason)
-		}
+		checktest.Expect(t, res, plugins.Pass, "status 200")
 	})
 	t.Run("without a client certificate the handshake fails", func(t *testing.T) {
 		res := check(t, t.Context(), map[string]any{"url": srv.URL, "ca_file": caFile})
-		if res.Outcome != plugins.Error {
-			t.Fatalf("got %s %q", res.Outcome, res.Reason)
-		}
+		checktest.Expect(t, res, plugins.Error, "certificate")
 	})
 }
 
-func TestTimeoutAndUnreachable(t *testing.T) {
-	blocking := httptest.NewServer(nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
-		<-r.Context().Done() // answer only once the client gave up
-	}))
-	t.Cleanup(blocking.Close)
-	closed := httptest.NewServer(nethttp.NotFoundHandler())
-	closedURL := closed.URL
-	closed.Close()
-
-	t.Run("timeout is an error", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
-		defer cancel()
-		res := check(t, ctx, map[string]any{"url": blocking.URL})
-		if res.Outcome != plugins.Error || !strings.HasPrefix(res.Reason, "timed out after") {
-			t.Fatalf("got %s %q", res.Outcome, res.Reason)
-		}
-	})
-	t.Run("connection refused is an error", func(t *testing.T) {
-		res := check(t, t.Context(), map[string]any{"url": closedURL})
-		if res.Outcome != plugins.Error || !strings.Contains(res.Reason, "refused") {
-			t.Fatalf("got %s %q", res.Outcome, res.Reason)
-		}
+func TestUnansweredIsError(t *testing.T) {
+	checktest.Unanswered(t, func(t *testing.T, ctx context.Context, url string) plugins.CheckResult {
+		return check(t, ctx, map[string]any{"url": url})
 	})
 }
 
@@ -290,9 +236,8 @@ func TestBadConfigIsInvalidArgument(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := checkErr(t.Context(), tt.cfg); !errors.Is(err, plugins.ErrInvalidArgument) {
-				t.Fatalf("err = %v, want ErrInvalidArgument", err)
-			}
+			_, err := newCheck().Check(t.Context(), request(t, tt.cfg))
+			checktest.InvalidArgument(t, err)
 		})
 	}
 }

@@ -19,7 +19,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	nethttp "net/http"
 	"os"
@@ -61,11 +60,11 @@ type Config struct {
 }
 
 // Alert is one entry of the /api/v1/alerts answer; fields offpeak does not
-// use (activeAt, value) are not decoded so their format cannot break a check.
+// use (annotations, activeAt, value) are not decoded so their format cannot
+// break a check.
 type Alert struct {
-	Labels      map[string]string `json:"labels"`
-	Annotations map[string]string `json:"annotations,omitempty"`
-	State       string            `json:"state"`
+	Labels map[string]string `json:"labels"`
+	State  string            `json:"state"`
 }
 
 // Alert states reported by Prometheus.
@@ -152,24 +151,17 @@ func (f *filter) counts(a Alert) bool {
 
 // Check is the prometheus health check.
 type Check struct {
-	log *slog.Logger
-	// Now stamps results; tests replace it.
-	Now func() time.Time
+	checkutil.Base
 }
 
 // New returns the prometheus check.
 func New(log *slog.Logger) plugins.HealthCheck {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Check{log: log, Now: time.Now}
+	return &Check{Base: checkutil.NewBase(log)}
 }
 
 type prepared struct {
-	req    *nethttp.Request
-	target string
+	*checkutil.Request
 	filter filter
-	client *nethttp.Client
 }
 
 func prepare(ctx context.Context, cfg *Config) (*prepared, error) {
@@ -190,24 +182,19 @@ func prepare(ctx context.Context, cfg *Config) (*prepared, error) {
 		}
 		f.matchRegex[k] = re
 	}
-	tlsCfg, err := checkutil.TLSConfig(checkutil.TLSOptions{CAFile: cfg.CAFile})
+	r, err := checkutil.NewRequest(ctx, nethttp.MethodGet, u, checkutil.TLSOptions{CAFile: cfg.CAFile})
 	if err != nil {
 		return nil, err
 	}
-	req, err := nethttp.NewRequestWithContext(ctx, nethttp.MethodGet, u.String(), nil)
-	if err != nil {
-		return nil, fmt.Errorf("%w: request: %w", plugins.ErrInvalidArgument, err)
-	}
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", "offpeak")
+	r.Req.Header.Set("Accept", "application/json")
 	if cfg.BearerTokenFile != "" {
 		tok, err := readToken(cfg.BearerTokenFile)
 		if err != nil {
 			return nil, err
 		}
-		req.Header.Set("Authorization", "Bearer "+tok)
+		r.Req.Header.Set("Authorization", "Bearer "+tok)
 	}
-	return &prepared{req: req, target: "GET " + checkutil.SafeURL(u), filter: f, client: checkutil.NewHTTPClient(tlsCfg)}, nil
+	return &prepared{Request: r, filter: f}, nil
 }
 
 func readToken(path string) (string, error) {
@@ -237,49 +224,37 @@ func (c *Check) Check(ctx context.Context, req plugins.CheckRequest) (plugins.Ch
 		return plugins.CheckResult{}, fmt.Errorf("prometheus check %q: %w", req.Name, err)
 	}
 	started := time.Now()
-	res := c.run(ctx, p, started)
-	c.log.LogAttrs(ctx, slog.LevelDebug, "prometheus check done",
-		slog.String("check", req.Name), slog.String("target", p.target),
-		slog.String("outcome", string(res.Outcome)), slog.Duration("took", time.Since(started)))
-	return res, nil
-}
-
-func (c *Check) errorResult(ctx context.Context, started time.Time, target string, err error) plugins.CheckResult {
-	if r := checkutil.CtxReason(ctx, started); r != "" {
-		return checkutil.Result(c.Now, plugins.Error, r+": "+target, nil)
-	}
-	return checkutil.Result(c.Now, plugins.Error,
-		checkutil.Truncate(target+": "+checkutil.TransportError(ctx, started, err), 400), nil)
+	return c.Done(ctx, "prometheus", req.Name, started, c.run(ctx, p, started), slog.String("target", p.Target)), nil
 }
 
 func (c *Check) run(ctx context.Context, p *prepared, started time.Time) plugins.CheckResult {
-	if r := checkutil.CtxReason(ctx, started); r != "" {
-		return checkutil.Result(c.Now, plugins.Error, r+": "+p.target, nil)
+	status, body, err := p.Fetch(maxResponse + 1)
+	var alerts []Alert
+	if err == nil {
+		alerts, err = readAnswer(status, body)
 	}
-	resp, err := p.client.Do(p.req)
 	if err != nil {
-		return c.errorResult(ctx, started, p.target, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
-	if err != nil {
-		return c.errorResult(ctx, started, p.target, fmt.Errorf("reading response: %w", err))
-	}
-	if len(body) > maxResponse {
-		return c.errorResult(ctx, started, p.target, fmt.Errorf("%w: response larger than %d bytes", ErrBadResponse, maxResponse))
-	}
-	if resp.StatusCode != nethttp.StatusOK {
-		msg := "status " + strconv.Itoa(resp.StatusCode)
-		if _, err := parseAlerts(body); err != nil && json.Valid(body) {
-			msg += ": " + strings.TrimPrefix(err.Error(), ErrBadResponse.Error()+": ")
-		}
-		return c.errorResult(ctx, started, p.target, errors.New(msg))
-	}
-	alerts, err := parseAlerts(body)
-	if err != nil {
-		return c.errorResult(ctx, started, p.target, err)
+		return c.RequestError(ctx, started, p.Target, err, nil)
 	}
 	return c.verdict(alerts, &p.filter)
+}
+
+// readAnswer returns the alerts of a complete 200 answer. Any other
+// answer is an error; for a non-200 status it quotes the server's error
+// document when there is one.
+func readAnswer(status int, body []byte) ([]Alert, error) {
+	if len(body) > maxResponse {
+		return nil, fmt.Errorf("%w: response larger than %d bytes", ErrBadResponse, maxResponse)
+	}
+	alerts, err := parseAlerts(body)
+	if status == nethttp.StatusOK {
+		return alerts, err
+	}
+	msg := "status " + strconv.Itoa(status)
+	if err != nil && json.Valid(body) {
+		msg += ": " + strings.TrimPrefix(err.Error(), ErrBadResponse.Error()+": ")
+	}
+	return nil, errors.New(msg)
 }
 
 func (c *Check) verdict(alerts []Alert, f *filter) plugins.CheckResult {
@@ -307,7 +282,7 @@ func (c *Check) verdict(alerts []Alert, f *filter) plugins.CheckResult {
 		if f.includePending {
 			what = "firing or pending"
 		}
-		return checkutil.Result(c.Now, plugins.Pass,
+		return c.Result(plugins.Pass,
 			fmt.Sprintf("no matching alert %s (%s active)", what, details["active"]), details)
 	}
 	var parts []string
@@ -317,7 +292,7 @@ func (c *Check) verdict(alerts []Alert, f *filter) plugins.CheckResult {
 	if len(pending) > 0 {
 		parts = append(parts, "pending: "+nameList(pending))
 	}
-	return checkutil.Result(c.Now, plugins.Fail, "alerts "+strings.Join(parts, "; "), details)
+	return c.Result(plugins.Fail, "alerts "+strings.Join(parts, "; "), details)
 }
 
 func countActive(alerts []Alert) int {

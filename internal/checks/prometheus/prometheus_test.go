@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -19,31 +18,25 @@ import (
 	"testing"
 	"time"
 
+	"github.com/offpeak/offpeak/internal/checks/checktest"
 	"github.com/offpeak/offpeak/plugins"
 )
 
-var fixedNow = time.Date(2026, 3, 29, 2, 30, 0, 0, time.UTC)
-
-func checkErr(ctx context.Context, cfg map[string]any) (plugins.CheckResult, error) {
-	b, err := json.Marshal(cfg)
-	if err != nil {
-		return plugins.CheckResult{}, err
-	}
+func newCheck() *Check {
 	c := New(nil).(*Check)
-	c.Now = func() time.Time { return fixedNow }
-	return c.Check(ctx, plugins.CheckRequest{Name: "alerts", Phase: plugins.PhasePreReboot, Config: b})
+	checktest.Clock(&c.Base)
+	return c
 }
 
+func request(t testing.TB, cfg map[string]any) plugins.CheckRequest {
+	t.Helper()
+	return checktest.Request(t, "alerts", plugins.PhasePreReboot, cfg)
+}
+
+// check runs the check and requires a result, not an error.
 func check(t *testing.T, ctx context.Context, cfg map[string]any) plugins.CheckResult {
 	t.Helper()
-	res, err := checkErr(ctx, cfg)
-	if err != nil {
-		t.Fatalf("Check: %v", err)
-	}
-	if !res.Time.Equal(fixedNow) {
-		t.Fatalf("Time = %v, want the injected clock", res.Time)
-	}
-	return res
+	return checktest.Run(t, ctx, newCheck(), request(t, cfg))
 }
 
 const rules = `groups:
@@ -212,6 +205,7 @@ func TestAgainstPrometheus(t *testing.T) {
 		wantReason string
 	}{
 		{"no filter counts every firing alert", map[string]any{}, plugins.Fail, "firing: AlwaysFiring"},
+		{"no filter with include_pending counts both", map[string]any{"include_pending": true}, plugins.Fail, "alerts firing: AlwaysFiring; pending: AlwaysPending"},
 		{"matching label fails", map[string]any{"match": map[string]string{"severity": "critical"}}, plugins.Fail, "firing: AlwaysFiring"},
 		{"all match labels must agree", map[string]any{"match": map[string]string{"severity": "critical", "team": "web"}}, plugins.Pass, "no matching alert"},
 		{"filter matching nothing passes", map[string]any{"match": map[string]string{"severity": "page"}}, plugins.Pass, "no matching alert firing"},
@@ -229,18 +223,23 @@ func TestAgainstPrometheus(t *testing.T) {
 				cfg[k] = v
 			}
 			res := check(t, t.Context(), cfg)
-			if res.Outcome != tt.want || !strings.Contains(res.Reason, tt.wantReason) {
-				t.Fatalf("got %s %q, want %s containing %q", res.Outcome, res.Reason, tt.want, tt.wantReason)
+			checktest.Expect(t, res, tt.want, tt.wantReason)
+			// The server always has the two test alerts active; a pass
+			// must have counted none of them, a failure at least one.
+			if res.Details["active"] != "2" || (res.Details["matching"] == "0") != (tt.want == plugins.Pass) {
+				t.Fatalf("details %v, want 2 active and matching > 0 exactly when failing", res.Details)
 			}
 		})
 	}
 
+	t.Run("wrong path prefix is an error", func(t *testing.T) {
+		res := check(t, t.Context(), map[string]any{"url": prom.URL + "/no-such-prefix/", "match": map[string]string{"severity": "page"}})
+		checktest.Expect(t, res, plugins.Error, "status 404")
+	})
 	t.Run("stopped server is an error", func(t *testing.T) {
 		prom.stop()
 		res := check(t, t.Context(), map[string]any{"url": prom.URL, "match": map[string]string{"severity": "page"}})
-		if res.Outcome != plugins.Error {
-			t.Fatalf("got %s %q, want error", res.Outcome, res.Reason)
-		}
+		checktest.Expect(t, res, plugins.Error, "refused")
 	})
 }
 
@@ -279,9 +278,7 @@ func TestBadAnswersAreErrors(t *testing.T) {
 			t.Cleanup(srv.Close)
 			// match nothing, so that only an error can keep this from passing
 			res := check(t, t.Context(), map[string]any{"url": srv.URL + "/prom/", "match": map[string]string{"alertname": "None"}})
-			if res.Outcome != plugins.Error || !strings.Contains(res.Reason, tt.wantReason) {
-				t.Fatalf("got %s %q, want error containing %q", res.Outcome, res.Reason, tt.wantReason)
-			}
+			checktest.Expect(t, res, plugins.Error, tt.wantReason)
 		})
 	}
 }
@@ -298,10 +295,7 @@ func TestBearerTokenAndCA(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	dir := t.TempDir()
-	caFile := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	caFile := checktest.CAFile(t, srv)
 	tokFile := filepath.Join(dir, "token")
 	if err := os.WriteFile(tokFile, []byte(token+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -325,9 +319,7 @@ func TestBearerTokenAndCA(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.cfg["url"] = srv.URL
 			res := check(t, t.Context(), tt.cfg)
-			if res.Outcome != tt.want || !strings.Contains(res.Reason, tt.wantReason) {
-				t.Fatalf("got %s %q, want %s containing %q", res.Outcome, res.Reason, tt.want, tt.wantReason)
-			}
+			checktest.Expect(t, res, tt.want, tt.wantReason)
 			if strings.Contains(fmt.Sprint(res), token) {
 				t.Fatalf("token leaked into the result: %+v", res)
 			}
@@ -335,28 +327,9 @@ func TestBearerTokenAndCA(t *testing.T) {
 	}
 }
 
-func TestTimeoutAndUnreachable(t *testing.T) {
-	blocking := httptest.NewServer(nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
-		<-r.Context().Done()
-	}))
-	t.Cleanup(blocking.Close)
-	closed := httptest.NewServer(nethttp.NotFoundHandler())
-	closedURL := closed.URL
-	closed.Close()
-
-	t.Run("timeout", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
-		defer cancel()
-		res := check(t, ctx, map[string]any{"url": blocking.URL})
-		if res.Outcome != plugins.Error || !strings.HasPrefix(res.Reason, "timed out after") {
-			t.Fatalf("got %s %q", res.Outcome, res.Reason)
-		}
-	})
-	t.Run("connection refused", func(t *testing.T) {
-		res := check(t, t.Context(), map[string]any{"url": closedURL})
-		if res.Outcome != plugins.Error {
-			t.Fatalf("got %s %q", res.Outcome, res.Reason)
-		}
+func TestUnansweredIsError(t *testing.T) {
+	checktest.Unanswered(t, func(t *testing.T, ctx context.Context, url string) plugins.CheckResult {
+		return check(t, ctx, map[string]any{"url": url})
 	})
 }
 
@@ -380,9 +353,8 @@ func TestBadConfigIsInvalidArgument(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := checkErr(t.Context(), tt.cfg); !errors.Is(err, plugins.ErrInvalidArgument) {
-				t.Fatalf("err = %v, want ErrInvalidArgument", err)
-			}
+			_, err := newCheck().Check(t.Context(), request(t, tt.cfg))
+			checktest.InvalidArgument(t, err)
 		})
 	}
 }
@@ -393,8 +365,7 @@ func TestReasonListIsBounded(t *testing.T) {
 		alerts = append(alerts, Alert{Labels: map[string]string{"alertname": fmt.Sprintf("Alert%03d", i)}, State: StateFiring})
 		alerts = append(alerts, Alert{Labels: map[string]string{"alertname": fmt.Sprintf("Alert%03d", i)}, State: StateFiring})
 	}
-	c := New(nil).(*Check)
-	res := c.verdict(alerts, &filter{})
+	res := newCheck().verdict(alerts, &filter{})
 	if res.Outcome != plugins.Fail || len(res.Reason) > 400 || !strings.Contains(res.Reason, "more)") {
 		t.Fatalf("got %s %q", res.Outcome, res.Reason)
 	}
@@ -434,7 +405,7 @@ func FuzzParseAlerts(f *testing.F) {
 			t.Fatalf("round trip: %v, %d vs %d alerts", err, len(again), len(alerts))
 		}
 		// The verdict never panics and never passes with a counted alert.
-		res := (&Check{Now: time.Now}).verdict(alerts, &filter{includePending: true})
+		res := New(nil).(*Check).verdict(alerts, &filter{includePending: true})
 		if res.Outcome == plugins.Pass && countActive(alerts) > 0 {
 			t.Fatalf("pass with %d active alerts", countActive(alerts))
 		}

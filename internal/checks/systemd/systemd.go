@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	sdbus "github.com/coreos/go-systemd/v22/dbus"
 	"github.com/godbus/dbus/v5"
 
 	"github.com/offpeak/offpeak/internal/checks/checkutil"
@@ -26,17 +25,28 @@ type Config struct {
 
 // Check implements plugins.HealthCheck.
 type Check struct {
-	Log *slog.Logger
-	// Now stamps results; tests replace it.
-	Now func() time.Time
+	checkutil.Base
 }
 
 // New returns the check.
 func New(log *slog.Logger) plugins.HealthCheck {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Check{Log: log, Now: time.Now}
+	return &Check{Base: checkutil.NewBase(log)}
+}
+
+// systemd's D-Bus names for the one call the check makes.
+const (
+	busName          = "org.freedesktop.systemd1"
+	objectPath       = dbus.ObjectPath("/org/freedesktop/systemd1")
+	listUnitsByNames = "org.freedesktop.systemd1.Manager.ListUnitsByNames"
+)
+
+// unitStatus is one (ssssssouso) entry of ListUnitsByNames.
+type unitStatus struct {
+	Name, Description, LoadState, ActiveState, SubState, Followed string
+	Path                                                          dbus.ObjectPath
+	JobID                                                         uint32
+	JobType                                                       string
+	JobPath                                                       dbus.ObjectPath
 }
 
 // Check reads the units' states. A unit that is not active fails the check;
@@ -54,19 +64,22 @@ func (c *Check) Check(ctx context.Context, req plugins.CheckRequest) (plugins.Ch
 			return plugins.CheckResult{}, fmt.Errorf("%w: systemd check: empty unit name", plugins.ErrInvalidArgument)
 		}
 	}
-
 	started := time.Now()
-	conn, err := connect(ctx, cfg.Bus)
+	return c.Done(ctx, "systemd", req.Name, started, c.run(ctx, &cfg, started)), nil
+}
+
+func (c *Check) run(ctx context.Context, cfg *Config, started time.Time) plugins.CheckResult {
+	conn, err := checkutil.ConnectBus(ctx, cfg.Bus)
 	if err != nil {
-		return c.result(plugins.Error, "cannot connect to systemd: "+errText(ctx, started, err), nil), nil
+		return c.Result(plugins.Error, "cannot connect to systemd: "+checkutil.ErrText(ctx, started, err), nil)
 	}
 	defer conn.Close()
-
-	states, err := conn.ListUnitsByNamesContext(ctx, cfg.Units)
+	var states []unitStatus
+	err = conn.Object(busName, objectPath).CallWithContext(ctx, listUnitsByNames, 0, cfg.Units).Store(&states)
 	if err != nil {
-		return c.result(plugins.Error, "cannot read unit states from systemd: "+errText(ctx, started, err), nil), nil
+		return c.Result(plugins.Error, "cannot read unit states from systemd: "+checkutil.ErrText(ctx, started, err), nil)
 	}
-	byName := make(map[string]sdbus.UnitStatus, len(states))
+	byName := make(map[string]unitStatus, len(states))
 	for _, s := range states {
 		byName[s.Name] = s
 	}
@@ -92,31 +105,7 @@ func (c *Check) Check(ctx context.Context, req plugins.CheckRequest) (plugins.Ch
 		}
 	}
 	if len(bad) > 0 {
-		return c.result(plugins.Fail, strings.Join(bad, "; "), details), nil
+		return c.Result(plugins.Fail, strings.Join(bad, "; "), details)
 	}
-	return c.result(plugins.Pass, fmt.Sprintf("%d unit(s) active: %s", len(cfg.Units), strings.Join(cfg.Units, ", ")), details), nil
-}
-
-func (c *Check) result(o plugins.Outcome, reason string, details map[string]string) plugins.CheckResult {
-	if len(details) == 0 {
-		details = nil
-	}
-	return checkutil.Result(c.Now, o, reason, details)
-}
-
-func connect(ctx context.Context, addr string) (*sdbus.Conn, error) {
-	if addr == "" {
-		return sdbus.NewSystemConnectionContext(ctx)
-	}
-	return sdbus.NewConnection(func() (*dbus.Conn, error) {
-		return dbus.Connect(addr, dbus.WithContext(ctx))
-	})
-}
-
-// errText prefers "timed out after D" over the raw error when ctx ended.
-func errText(ctx context.Context, started time.Time, err error) string {
-	if r := checkutil.CtxReason(ctx, started); r != "" {
-		return r
-	}
-	return err.Error()
+	return c.Result(plugins.Pass, fmt.Sprintf("%d unit(s) active: %s", len(cfg.Units), strings.Join(cfg.Units, ", ")), details)
 }

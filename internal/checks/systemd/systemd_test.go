@@ -1,16 +1,15 @@
 package systemd_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
-	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/godbus/dbus/v5"
 
+	"github.com/offpeak/offpeak/internal/checks/checktest"
 	"github.com/offpeak/offpeak/internal/checks/systemd"
 	"github.com/offpeak/offpeak/internal/dbustest"
 	"github.com/offpeak/offpeak/plugins"
@@ -31,13 +30,9 @@ type fakeSystemd struct {
 	units map[string][3]string // name -> load, active, sub
 	alias map[string]string    // requested name -> primary name
 	err   *dbus.Error
-	hang  chan struct{} // when set, calls wait for it to close
 }
 
 func (f *fakeSystemd) ListUnitsByNames(names []string) ([]unitStatus, *dbus.Error) {
-	if f.hang != nil {
-		<-f.hang
-	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
@@ -69,28 +64,15 @@ func startSystemd(t *testing.T, f *fakeSystemd) *dbustest.Daemon {
 	return d
 }
 
-var fixed = time.Date(2026, 3, 29, 2, 30, 0, 0, time.UTC)
-
 func newCheck() *systemd.Check {
 	c := systemd.New(nil).(*systemd.Check)
-	c.Now = func() time.Time { return fixed }
+	checktest.Clock(&c.Base)
 	return c
 }
 
 func request(t *testing.T, cfg map[string]any) plugins.CheckRequest {
 	t.Helper()
-	b, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return plugins.CheckRequest{Name: "units", Phase: plugins.PhasePostBoot, Config: b}
-}
-
-func ctx(t *testing.T) context.Context {
-	t.Helper()
-	c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return c
+	return checktest.Request(t, "units", plugins.PhasePostBoot, cfg)
 }
 
 func TestUnitStates(t *testing.T) {
@@ -122,24 +104,15 @@ func TestUnitStates(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res, err := newCheck().Check(ctx(t), request(t, map[string]any{"units": tt.units, "bus": d.Addr}))
-			if err != nil {
-				t.Fatalf("Check: %v", err)
-			}
-			if res.Outcome != tt.want {
-				t.Fatalf("outcome %s (%s), want %s", res.Outcome, res.Reason, tt.want)
-			}
-			for _, p := range tt.reasonParts {
-				if !strings.Contains(res.Reason, p) {
-					t.Fatalf("reason %q does not contain %q", res.Reason, p)
-				}
-			}
-			if !res.Time.Equal(fixed) {
-				t.Fatalf("time = %v, want the injected clock's %v", res.Time, fixed)
-			}
+			res := checktest.Run(t, checktest.Ctx(t), newCheck(), request(t, map[string]any{"units": tt.units, "bus": d.Addr}))
+			checktest.Expect(t, res, tt.want, tt.reasonParts...)
 			for _, u := range tt.units {
-				if _, ok := res.Details[u]; !ok {
-					t.Fatalf("details %v lack unit %s", res.Details, u)
+				want := "inactive" // systemd's answer for an unknown name
+				if st, ok := f.units[cmp.Or(f.alias[u], u)]; ok {
+					want = st[1]
+				}
+				if got, ok := res.Details[u]; !ok || got != want {
+					t.Fatalf("details %v: unit %s is %q, want %q", res.Details, u, got, want)
 				}
 			}
 		})
@@ -147,30 +120,11 @@ func TestUnitStates(t *testing.T) {
 }
 
 func TestCannotAskSystemdIsOutcomeError(t *testing.T) {
-	tests := []struct {
-		name string
-		bus  func(t *testing.T) string
-	}{
-		{"systemd not on bus", func(t *testing.T) string { return dbustest.New(t).Addr }},
-		{"systemd refuses", func(t *testing.T) string {
-			return startSystemd(t, &fakeSystemd{err: dbus.NewError("org.freedesktop.DBus.Error.AccessDenied", []any{"denied"})}).Addr
-		}},
-		{"bus unreachable", func(t *testing.T) string { return "unix:path=" + t.TempDir() + "/nobus" }},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			res, err := newCheck().Check(ctx(t), request(t, map[string]any{"units": []string{"a.service"}, "bus": tt.bus(t)}))
-			if err != nil {
-				t.Fatalf("Check returned error %v; a D-Bus failure must be Outcome Error", err)
-			}
-			if res.Outcome != plugins.Error {
-				t.Fatalf("outcome %s (%s), want error", res.Outcome, res.Reason)
-			}
-			if res.Reason == "" || !res.Time.Equal(fixed) {
-				t.Fatalf("result lacks reason or time: %+v", res)
-			}
-		})
-	}
+	checktest.CannotAsk(t, "org.freedesktop.systemd1", func(t *testing.T, ctx context.Context, bus string) (plugins.CheckResult, error) {
+		return newCheck().Check(ctx, request(t, map[string]any{"units": []string{"a.service"}, "bus": bus}))
+	}, checktest.BusCase{Name: "systemd refuses", Addr: func(t *testing.T) string {
+		return startSystemd(t, &fakeSystemd{err: dbus.NewError("org.freedesktop.DBus.Error.AccessDenied", []any{"denied"})}).Addr
+	}, Reason: "cannot read unit states from systemd: denied"})
 }
 
 func TestBadConfigIsError(t *testing.T) {
@@ -186,25 +140,8 @@ func TestBadConfigIsError(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := newCheck().Check(ctx(t), plugins.CheckRequest{Config: json.RawMessage(tt.cfg)})
-			if !errors.Is(err, plugins.ErrInvalidArgument) {
-				t.Fatalf("Check = %v, want ErrInvalidArgument", err)
-			}
+			_, err := newCheck().Check(checktest.Ctx(t), plugins.CheckRequest{Config: json.RawMessage(tt.cfg)})
+			checktest.InvalidArgument(t, err)
 		})
-	}
-}
-
-func TestHangingSystemdTimesOut(t *testing.T) {
-	f := &fakeSystemd{hang: make(chan struct{})}
-	d := startSystemd(t, f)
-	t.Cleanup(func() { close(f.hang) })
-	c, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
-	res, err := newCheck().Check(c, request(t, map[string]any{"units": []string{"a.service"}, "bus": d.Addr}))
-	if err != nil {
-		t.Fatalf("Check: %v", err)
-	}
-	if res.Outcome != plugins.Error || !strings.Contains(res.Reason, "timed out after") {
-		t.Fatalf("result %+v, want Outcome Error naming the timeout", res)
 	}
 }

@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/godbus/dbus/v5"
-
 	"github.com/offpeak/offpeak/internal/checks/checkutil"
 	"github.com/offpeak/offpeak/internal/logind"
 	"github.com/offpeak/offpeak/plugins"
@@ -31,17 +29,12 @@ type Config struct {
 
 // Check implements plugins.HealthCheck.
 type Check struct {
-	Log *slog.Logger
-	// Now stamps results; tests replace it.
-	Now func() time.Time
+	checkutil.Base
 }
 
 // New returns the check.
 func New(log *slog.Logger) plugins.HealthCheck {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Check{Log: log, Now: time.Now}
+	return &Check{Base: checkutil.NewBase(log)}
 }
 
 // Check lists logind sessions. It fails while an interactive session of a
@@ -51,19 +44,22 @@ func (c *Check) Check(ctx context.Context, req plugins.CheckRequest) (plugins.Ch
 	if err := plugins.DecodeConfig(req.Config, &cfg); err != nil {
 		return plugins.CheckResult{}, fmt.Errorf("users check: %w", err)
 	}
-	includeRemote := cfg.IncludeRemote == nil || *cfg.IncludeRemote
-
 	started := time.Now()
-	conn, err := connect(ctx, cfg.Bus)
+	return c.Done(ctx, "users", req.Name, started, c.run(ctx, &cfg, started)), nil
+}
+
+func (c *Check) run(ctx context.Context, cfg *Config, started time.Time) plugins.CheckResult {
+	conn, err := checkutil.ConnectBus(ctx, cfg.Bus)
 	if err != nil {
-		return c.result(plugins.Error, "cannot connect to the system bus: "+errText(ctx, started, err), nil), nil
+		return c.Result(plugins.Error, "cannot connect to the system bus: "+checkutil.ErrText(ctx, started, err), nil)
 	}
 	defer conn.Close()
 	sessions, err := logind.New(conn).ListSessions(ctx)
 	if err != nil {
-		return c.result(plugins.Error, "cannot list login sessions: "+errText(ctx, started, err), nil), nil
+		return c.Result(plugins.Error, "cannot list login sessions: "+checkutil.ErrText(ctx, started, err), nil)
 	}
 
+	includeRemote := cfg.IncludeRemote == nil || *cfg.IncludeRemote
 	var blocking []string
 	details := map[string]string{}
 	for _, s := range sessions {
@@ -75,9 +71,9 @@ func (c *Check) Check(ctx context.Context, req plugins.CheckRequest) (plugins.Ch
 		details["session "+s.ID] = desc
 	}
 	if len(blocking) > 0 {
-		return c.result(plugins.Fail, "interactive sessions: "+strings.Join(blocking, ", "), details), nil
+		return c.Result(plugins.Fail, "interactive sessions: "+strings.Join(blocking, ", "), details)
 	}
-	return c.result(plugins.Pass, fmt.Sprintf("no interactive sessions (%d session(s) ignored)", len(sessions)), nil), nil
+	return c.Result(plugins.Pass, fmt.Sprintf("no interactive sessions (%d session(s) ignored)", len(sessions)), nil)
 }
 
 // Interactive reports whether a session is a person at a terminal: class
@@ -111,26 +107,4 @@ func describe(s logind.Session) string {
 		d += " from " + s.RemoteHost
 	}
 	return d
-}
-
-func (c *Check) result(o plugins.Outcome, reason string, details map[string]string) plugins.CheckResult {
-	if len(details) == 0 {
-		details = nil
-	}
-	return checkutil.Result(c.Now, o, reason, details)
-}
-
-func connect(ctx context.Context, addr string) (*dbus.Conn, error) {
-	if addr == "" {
-		return dbus.ConnectSystemBus(dbus.WithContext(ctx))
-	}
-	return dbus.Connect(addr, dbus.WithContext(ctx))
-}
-
-// errText prefers "timed out after D" over the raw error when ctx ended.
-func errText(ctx context.Context, started time.Time, err error) string {
-	if r := checkutil.CtxReason(ctx, started); r != "" {
-		return r
-	}
-	return err.Error()
 }

@@ -3,11 +3,10 @@ package users_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"strings"
 	"testing"
-	"time"
 
+	"github.com/offpeak/offpeak/internal/checks/checktest"
 	"github.com/offpeak/offpeak/internal/checks/users"
 	"github.com/offpeak/offpeak/internal/dbustest"
 	"github.com/offpeak/offpeak/internal/logind"
@@ -15,28 +14,15 @@ import (
 	"github.com/offpeak/offpeak/plugins"
 )
 
-var fixed = time.Date(2026, 10, 25, 1, 30, 0, 0, time.UTC)
-
 func newCheck() *users.Check {
 	c := users.New(nil).(*users.Check)
-	c.Now = func() time.Time { return fixed }
-	return c
-}
-
-func ctx(t *testing.T) context.Context {
-	t.Helper()
-	c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
+	checktest.Clock(&c.Base)
 	return c
 }
 
 func request(t *testing.T, cfg map[string]any) plugins.CheckRequest {
 	t.Helper()
-	b, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return plugins.CheckRequest{Name: "users", Phase: plugins.PhasePreReboot, Config: b}
+	return checktest.Request(t, "users", plugins.PhasePreReboot, cfg)
 }
 
 var (
@@ -76,56 +62,26 @@ func TestSessions(t *testing.T) {
 			for k, v := range tt.cfg {
 				cfg[k] = v
 			}
-			res, err := newCheck().Check(ctx(t), request(t, cfg))
-			if err != nil {
-				t.Fatalf("Check: %v", err)
-			}
-			if res.Outcome != tt.want {
-				t.Fatalf("outcome %s (%s), want %s", res.Outcome, res.Reason, tt.want)
-			}
-			for _, p := range tt.reasonParts {
-				if !strings.Contains(res.Reason, p) {
-					t.Fatalf("reason %q does not contain %q", res.Reason, p)
-				}
-			}
-			if tt.want == plugins.Fail && strings.Contains(res.Reason, "core") && tt.cfg["allow"] != nil {
+			res := checktest.Run(t, checktest.Ctx(t), newCheck(), request(t, cfg))
+			checktest.Expect(t, res, tt.want, tt.reasonParts...)
+			if tt.cfg["allow"] != nil && strings.Contains(res.Reason, "core") {
 				t.Fatalf("allow-listed user named in %q", res.Reason)
-			}
-			if !res.Time.Equal(fixed) {
-				t.Fatalf("time = %v, want %v", res.Time, fixed)
 			}
 		})
 	}
 }
 
 func TestNoLogindIsOutcomeError(t *testing.T) {
-	tests := []struct {
-		name string
-		bus  func(t *testing.T) string
-	}{
-		{"logind not on bus", func(t *testing.T) string { return dbustest.New(t).Addr }},
-		{"bus unreachable", func(t *testing.T) string { return "unix:path=" + t.TempDir() + "/nobus" }},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			res, err := newCheck().Check(ctx(t), request(t, map[string]any{"bus": tt.bus(t)}))
-			if err != nil {
-				t.Fatalf("Check returned error %v; want Outcome Error", err)
-			}
-			if res.Outcome != plugins.Error || res.Reason == "" {
-				t.Fatalf("result %+v, want Outcome Error with a reason", res)
-			}
-		})
-	}
+	checktest.CannotAsk(t, logind.BusName, func(t *testing.T, ctx context.Context, bus string) (plugins.CheckResult, error) {
+		return newCheck().Check(ctx, request(t, map[string]any{"bus": bus}))
+	})
 }
 
 func TestBadConfigIsError(t *testing.T) {
 	for _, cfg := range []string{`{"allow":"root"}`, `{"include_remote":"yes"}`, `{"alow":["x"]}`} {
 		t.Run(cfg, func(t *testing.T) {
-			_, err := newCheck().Check(ctx(t), plugins.CheckRequest{Config: json.RawMessage(cfg)})
-			if !errors.Is(err, plugins.ErrInvalidArgument) {
-				t.Fatalf("Check = %v, want ErrInvalidArgument", err)
-			}
+			_, err := newCheck().Check(checktest.Ctx(t), plugins.CheckRequest{Config: json.RawMessage(cfg)})
+			checktest.InvalidArgument(t, err)
 		})
 	}
 }
