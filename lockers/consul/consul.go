@@ -44,8 +44,6 @@ const (
 	maxBlock = 5 * time.Minute
 )
 
-const maxCASAttempts = 16
-
 // Config is the policy's [lock.config] table for plugin "consul".
 type Config struct {
 	Address    string `json:"address"` // host:port of the agent's HTTP(S) API
@@ -68,8 +66,9 @@ type Config struct {
 
 // Locker implements plugins.Locker on Consul KV.
 type Locker struct {
-	log *slog.Logger
-	now func() time.Time
+	log   *slog.Logger
+	ops   semaphore.Ops
+	block time.Duration // maxBlock; shorter in tests
 
 	mu      sync.Mutex
 	cli     *api.Client
@@ -84,7 +83,9 @@ func newLocker(log *slog.Logger) *Locker {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Locker{log: log, now: time.Now}
+	l := &Locker{log: log, block: maxBlock}
+	l.ops = semaphore.Ops{Name: "consul", Log: log, Now: time.Now, Open: l.open}
+	return l
 }
 
 // Configure validates the settings and builds the API client (no request
@@ -164,13 +165,6 @@ func (l *Locker) Configure(_ context.Context, raw json.RawMessage) error {
 	return nil
 }
 
-type keys struct{ group, sem, holders, frozen, events string }
-
-func keysFor(prefix, group string) keys {
-	g := prefix + "/groups/" + semaphore.EscapeSegment(group) + "/"
-	return keys{group: g, sem: g + "semaphore", holders: g + "holders/", frozen: g + "frozen", events: g + "events/"}
-}
-
 func (l *Locker) client() (*api.Client, string, time.Duration, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -180,71 +174,90 @@ func (l *Locker) client() (*api.Client, string, time.Duration, error) {
 	return l.cli, l.prefix, l.timeout, nil
 }
 
-type snap struct {
-	semaphore.Snapshot
-	semIndex uint64 // 0: absent
-	index    uint64
+// store is one group's keys on a client: the Consul locker's
+// semaphore.Store. Every key of the group, the semaphore included, is under
+// prefix, so one blocking query on prefix sees every change.
+type store struct {
+	cli    *api.Client
+	prefix string // <prefix>/groups/G/; records at prefix + semaphore.HolderKey(id) and so on
+	sem    string // prefix + "semaphore"
 }
 
-// decode builds a snapshot from the pairs under a group prefix.
-func decode(k keys, pairs api.KVPairs, index uint64) (snap, error) {
-	s := snap{index: index, Snapshot: semaphore.Snapshot{Meta: map[string]plugins.Holder{}}}
+func newStore(cli *api.Client, prefix, name string) store {
+	g := prefix + "/groups/" + semaphore.EscapeSegment(name) + "/"
+	return store{cli: cli, prefix: g, sem: g + "semaphore"}
+}
+
+// open implements semaphore.Ops.Open.
+func (l *Locker) open(ctx context.Context, name string, f func(context.Context, semaphore.Store) error) error {
+	cli, prefix, timeout, err := l.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return f(ctx, newStore(cli, prefix, name))
+}
+
+// decode builds a snapshot from the pairs under the group's prefix.
+func (g store) decode(pairs api.KVPairs, index uint64) (semaphore.Snapshot, error) {
+	s := semaphore.Snapshot{Revision: index}
 	for _, p := range pairs {
-		switch {
-		case p.Key == k.sem:
-			v, err := semaphore.Parse(p.Value)
-			if err != nil {
-				return snap{}, fmt.Errorf("consul: key %s: %w", p.Key, err)
-			}
-			s.Sem, s.semIndex = v, p.ModifyIndex
-		case p.Key == k.frozen:
-			f, err := semaphore.ParseFrozen(p.Value)
-			if err != nil {
-				return snap{}, fmt.Errorf("consul: key %s: %w", p.Key, err)
-			}
-			s.Frozen = f
-		case strings.HasPrefix(p.Key, k.holders):
-			id, ok := semaphore.TrimPrefix(p.Key, k.holders)
-			if !ok {
-				continue
-			}
-			h, err := semaphore.ParseHolder(id, p.Value)
-			if err != nil {
-				return snap{}, fmt.Errorf("consul: key %s: %w", p.Key, err)
-			}
-			s.Meta[id] = h
+		var err error
+		if p.Key == g.sem {
+			err = s.SetSem(p.Value, p.ModifyIndex)
+		} else if rel, ok := strings.CutPrefix(p.Key, g.prefix); ok {
+			err = s.AddRecord(rel, p.Value)
+		}
+		if err != nil {
+			return semaphore.Snapshot{}, fmt.Errorf("consul: key %s: %w", p.Key, err)
 		}
 	}
 	return s, nil
 }
 
-func (l *Locker) read(ctx context.Context, cli *api.Client, k keys) (snap, error) {
+// Read lists the group's prefix with a consistent read.
+func (g store) Read(ctx context.Context) (semaphore.Snapshot, error) {
 	q := (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx)
-	pairs, meta, err := cli.KV().List(k.group, q)
+	pairs, meta, err := g.cli.KV().List(g.prefix, q)
 	if err != nil {
-		return snap{}, wrapErr(ctx, "read", err)
+		return semaphore.Snapshot{}, wrapErr(ctx, "read", err)
 	}
-	return decode(k, pairs, meta.LastIndex)
+	return g.decode(pairs, meta.LastIndex)
 }
 
-func (l *Locker) call(ctx context.Context, f func(ctx context.Context, cli *api.Client, prefix string) error) error {
-	cli, prefix, timeout, err := l.client()
-	if err != nil {
-		return err
+// Commit runs w as one Consul transaction. The semaphore is written with
+// cas on the ModifyIndex that was read (index 0: only if still absent); a
+// guarded write that leaves it alone checks that index instead.
+func (g store) Commit(ctx context.Context, w semaphore.Write) (bool, uint64, *semaphore.Snapshot, error) {
+	ops := make(api.TxnOps, 0, len(w.Ops)+2)
+	kv := func(op api.KVTxnOp) { ops = append(ops, &api.TxnOp{KV: &op}) }
+	switch {
+	case w.Sem != nil && w.Guarded:
+		kv(api.KVTxnOp{Verb: api.KVCAS, Key: g.sem, Value: w.Sem, Index: w.Version})
+	case w.Sem != nil:
+		kv(api.KVTxnOp{Verb: api.KVSet, Key: g.sem, Value: w.Sem})
+	case w.Guarded && w.Version == 0:
+		kv(api.KVTxnOp{Verb: api.KVCheckNotExists, Key: g.sem})
+	case w.Guarded:
+		kv(api.KVTxnOp{Verb: api.KVCheckIndex, Key: g.sem, Index: w.Version})
 	}
-	cctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	return f(cctx, cli, prefix)
-}
-
-// txn runs ops atomically; false means a compare failed (a lost race).
-func txn(ctx context.Context, cli *api.Client, ops api.TxnOps) (bool, uint64, error) {
-	ok, resp, meta, err := cli.Txn().Txn(ops, (&api.QueryOptions{}).WithContext(ctx))
+	if w.Guarded && w.NotFrozen {
+		kv(api.KVTxnOp{Verb: api.KVCheckNotExists, Key: g.prefix + semaphore.FrozenKey})
+	}
+	for _, op := range w.Ops {
+		if op.Delete {
+			kv(api.KVTxnOp{Verb: api.KVDelete, Key: g.prefix + op.Key})
+		} else {
+			kv(api.KVTxnOp{Verb: api.KVSet, Key: g.prefix + op.Key, Value: op.Value})
+		}
+	}
+	ok, resp, meta, err := g.cli.Txn().Txn(ops, (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
-		return false, 0, wrapErr(ctx, "transaction", err)
+		return false, 0, nil, wrapErr(ctx, "transaction", err)
 	}
 	if !ok {
-		return false, 0, nil
+		return false, 0, nil, nil
 	}
 	var idx uint64
 	for _, r := range resp.Results {
@@ -255,218 +268,39 @@ func txn(ctx context.Context, cli *api.Client, ops api.TxnOps) (bool, uint64, er
 	if meta != nil && meta.LastIndex > idx {
 		idx = meta.LastIndex
 	}
-	return true, idx, nil
-}
-
-// semOp writes the semaphore only if it is unchanged since the read; index
-// 0 means "only if it does not exist yet".
-func semOp(key string, v *semaphore.Value, index uint64) (*api.TxnOp, error) {
-	b, err := v.Marshal()
-	if err != nil {
-		return nil, err
-	}
-	return &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVCAS, Key: key, Value: b, Index: index}}, nil
+	return true, idx, nil, nil
 }
 
 // Status returns the group's state.
 func (l *Locker) Status(ctx context.Context, group string) (plugins.LockState, error) {
-	if err := semaphore.ValidateName("group", group); err != nil {
-		return plugins.LockState{}, err
-	}
-	var st plugins.LockState
-	err := l.call(ctx, func(ctx context.Context, cli *api.Client, prefix string) error {
-		s, err := l.read(ctx, cli, keysFor(prefix, group))
-		st = s.State(group, s.index)
-		return err
-	})
-	return st, err
+	return l.ops.Status(ctx, group)
 }
 
 // Acquire takes a slot with one transaction: CAS of the semaphore, the
 // holder's metadata, removal of reclaimed holders, and a check that the
 // freeze marker is still absent.
 func (l *Locker) Acquire(ctx context.Context, req plugins.AcquireRequest) (plugins.AcquireResult, error) {
-	now := req.Now
-	if now.IsZero() {
-		now = l.now()
-	}
-	var res plugins.AcquireResult
-	err := l.call(ctx, func(ctx context.Context, cli *api.Client, prefix string) error {
-		k := keysFor(prefix, req.Group)
-		for range maxCASAttempts {
-			s, err := l.read(ctx, cli, k)
-			if err != nil {
-				return err
-			}
-			p, err := semaphore.Decide(s.Snapshot, req, now)
-			if err != nil {
-				return err
-			}
-			if !p.Writes() {
-				// Refused: full, or frozen (State.Frozen tells which).
-				res = plugins.AcquireResult{State: s.State(req.Group, s.index)}
-				return nil
-			}
-			var ops api.TxnOps
-			if p.Sem != nil {
-				op, err := semOp(k.sem, p.Sem, s.semIndex)
-				if err != nil {
-					return err
-				}
-				ops = append(ops, op)
-			} else {
-				ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVCheckIndex, Key: k.sem, Index: s.semIndex}})
-			}
-			if p.CheckNotFrozen {
-				ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVCheckNotExists, Key: k.frozen}})
-			}
-			if p.Granted {
-				b, err := json.Marshal(p.Holder)
-				if err != nil {
-					return err
-				}
-				ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVSet, Key: k.holders + semaphore.EscapeSegment(p.Holder.ID), Value: b}})
-			}
-			for _, r := range p.Reclaimed {
-				ev, err := json.Marshal(semaphore.Event{Time: now, Kind: "reclaim", Reason: semaphore.StaleReason(r, now), By: req.Holder.ID, Holder: r})
-				if err != nil {
-					return err
-				}
-				ops = append(ops,
-					&api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVDelete, Key: k.holders + semaphore.EscapeSegment(r.ID)}},
-					&api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVSet, Key: k.events + semaphore.EventSuffix(now, r.ID), Value: ev}})
-			}
-			ok, idx, err := txn(ctx, cli, ops)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				continue
-			}
-			for _, r := range p.Reclaimed {
-				l.log.Warn("reclaimed stale reboot slot", "group", req.Group, "holder", r.ID, "deadline", r.Deadline, "by", req.Holder.ID)
-			}
-			res = plugins.AcquireResult{Granted: p.Granted, State: p.Apply(s.Snapshot).State(req.Group, idx), Reclaimed: p.Reclaimed}
-			return nil
-		}
-		return fmt.Errorf("consul: acquire in group %q: %w", req.Group, plugins.ErrConflict)
-	})
-	return res, err
+	return l.ops.Acquire(ctx, req)
 }
 
 // Release removes req.ID and its metadata.
 func (l *Locker) Release(ctx context.Context, req plugins.ReleaseRequest) error {
-	if err := semaphore.ValidateName("group", req.Group); err != nil {
-		return err
-	}
-	if err := semaphore.ValidateName("holder id", req.ID); err != nil {
-		return err
-	}
-	return l.call(ctx, func(ctx context.Context, cli *api.Client, prefix string) error {
-		k := keysFor(prefix, req.Group)
-		for range maxCASAttempts {
-			s, err := l.read(ctx, cli, k)
-			if err != nil {
-				return err
-			}
-			if s.Sem == nil || !s.Sem.Has(req.ID) {
-				return fmt.Errorf("%q in group %q: %w", req.ID, req.Group, plugins.ErrNotHolder)
-			}
-			sem := s.Sem.Clone()
-			sem.Remove(req.ID)
-			op, err := semOp(k.sem, sem, s.semIndex)
-			if err != nil {
-				return err
-			}
-			ok, _, err := txn(ctx, cli, api.TxnOps{op,
-				{KV: &api.KVTxnOp{Verb: api.KVDelete, Key: k.holders + semaphore.EscapeSegment(req.ID)}}})
-			if err != nil {
-				return err
-			}
-			if ok {
-				l.log.Info("released reboot slot", "group", req.Group, "holder", req.ID, "reason", req.Reason)
-				return nil
-			}
-		}
-		return fmt.Errorf("consul: release in group %q: %w", req.Group, plugins.ErrConflict)
-	})
+	return l.ops.Release(ctx, req)
 }
 
 // SetSlots rewrites total_slots, creating the semaphore if needed.
 func (l *Locker) SetSlots(ctx context.Context, group string, slots int) (plugins.LockState, error) {
-	if err := semaphore.ValidateName("group", group); err != nil {
-		return plugins.LockState{}, err
-	}
-	if slots < 0 {
-		return plugins.LockState{}, fmt.Errorf("%w: slot count %d is negative", plugins.ErrInvalidArgument, slots)
-	}
-	var st plugins.LockState
-	err := l.call(ctx, func(ctx context.Context, cli *api.Client, prefix string) error {
-		k := keysFor(prefix, group)
-		for range maxCASAttempts {
-			s, err := l.read(ctx, cli, k)
-			if err != nil {
-				return err
-			}
-			sem := semaphore.New(uint64(slots))
-			if s.Sem != nil {
-				sem = s.Sem.Clone()
-				sem.TotalSlots = uint64(slots)
-			}
-			op, err := semOp(k.sem, sem, s.semIndex)
-			if err != nil {
-				return err
-			}
-			ok, idx, err := txn(ctx, cli, api.TxnOps{op})
-			if err != nil {
-				return err
-			}
-			if ok {
-				s.Sem = sem
-				st = s.State(group, idx)
-				return nil
-			}
-		}
-		return fmt.Errorf("consul: set slots of group %q: %w", group, plugins.ErrConflict)
-	})
-	return st, err
+	return l.ops.SetSlots(ctx, group, slots)
 }
 
 // Freeze writes the freeze marker.
 func (l *Locker) Freeze(ctx context.Context, req plugins.FreezeRequest) error {
-	if err := semaphore.ValidateName("group", req.Group); err != nil {
-		return err
-	}
-	at := req.At
-	if at.IsZero() {
-		at = l.now()
-	}
-	b, err := json.Marshal(semaphore.Frozen{Reason: req.Reason, By: req.By, At: at.UTC()})
-	if err != nil {
-		return err
-	}
-	return l.call(ctx, func(ctx context.Context, cli *api.Client, prefix string) error {
-		_, err := cli.KV().Put(&api.KVPair{Key: keysFor(prefix, req.Group).frozen, Value: b}, (&api.WriteOptions{}).WithContext(ctx))
-		if err != nil {
-			return wrapErr(ctx, "freeze", err)
-		}
-		l.log.Warn("group frozen", "group", req.Group, "reason", req.Reason, "by", req.By)
-		return nil
-	})
+	return l.ops.Freeze(ctx, req)
 }
 
 // Thaw deletes the freeze marker.
 func (l *Locker) Thaw(ctx context.Context, group string) error {
-	if err := semaphore.ValidateName("group", group); err != nil {
-		return err
-	}
-	return l.call(ctx, func(ctx context.Context, cli *api.Client, prefix string) error {
-		if _, err := cli.KV().Delete(keysFor(prefix, group).frozen, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
-			return wrapErr(ctx, "thaw", err)
-		}
-		l.log.Info("group thawed", "group", group)
-		return nil
-	})
+	return l.ops.Thaw(ctx, group)
 }
 
 // Wait issues blocking queries on the group's prefix until its index moves
@@ -482,10 +316,10 @@ func (l *Locker) Wait(ctx context.Context, group string, revision uint64) (plugi
 	if err != nil {
 		return plugins.LockState{}, err
 	}
-	k := keysFor(prefix, group)
+	g := newStore(cli, prefix, group)
 	for {
-		q := (&api.QueryOptions{WaitIndex: revision, WaitTime: maxBlock}).WithContext(ctx)
-		pairs, meta, err := cli.KV().List(k.group, q)
+		q := (&api.QueryOptions{WaitIndex: revision, WaitTime: l.block}).WithContext(ctx)
+		pairs, meta, err := cli.KV().List(g.prefix, q)
 		if ctx.Err() != nil {
 			return plugins.LockState{}, ctx.Err()
 		}
@@ -497,11 +331,11 @@ func (l *Locker) Wait(ctx context.Context, group string, revision uint64) (plugi
 		if meta.LastIndex == revision {
 			continue
 		}
-		s, err := decode(k, pairs, meta.LastIndex)
+		s, err := g.decode(pairs, meta.LastIndex)
 		if err != nil {
 			return plugins.LockState{}, err
 		}
-		return s.State(group, s.index), nil
+		return s.State(group), nil
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/offpeak/offpeak/lockers/etcd/semaphore"
+	"github.com/offpeak/offpeak/lockers/etcd/semaphore/storetest"
 	"github.com/offpeak/offpeak/lockers/lockertest"
 	"github.com/offpeak/offpeak/plugins"
 )
@@ -79,67 +80,203 @@ func configure(t *testing.T, cfg map[string]any) (*Locker, error) {
 	return l, l.Configure(context.Background(), raw)
 }
 
+// eachServer runs f against the in-process fake and, when a consul binary
+// is on PATH, against a dev agent.
+func eachServer(t *testing.T, f func(t *testing.T, addr string)) {
+	t.Run("fake", func(t *testing.T) { f(t, startFake(t)) })
+	t.Run("agent", func(t *testing.T) { f(t, startConsul(t, "").addr) })
+}
+
+func mustConfigure(t *testing.T, cfg map[string]any) *Locker {
+	t.Helper()
+	l, err := configure(t, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func rawClient(t *testing.T, addr string) *api.Client {
+	t.Helper()
+	c, err := api.NewClient(&api.Config{Address: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func rawGet(t *testing.T, c *api.Client, key string) *api.KVPair {
+	t.Helper()
+	p, _, err := c.KV().Get(key, nil)
+	if err != nil {
+		t.Fatalf("Get %s: %v", key, err)
+	}
+	return p
+}
+
 func TestConformance(t *testing.T) {
-	a := startConsul(t, "")
-	lockertest.Run(t, func(t *testing.T) plugins.Locker {
-		l, err := configure(t, map[string]any{"address": a.addr, "prefix": "conf/" + strings.ReplaceAll(t.Name(), "/", "_")})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return l
+	eachServer(t, func(t *testing.T, addr string) {
+		lockertest.Run(t, func(t *testing.T) plugins.Locker {
+			return mustConfigure(t, map[string]any{"address": addr, "prefix": "conf/" + strings.ReplaceAll(t.Name(), "/", "_")})
+		})
 	})
 }
 
 func TestSlotIsDurableNotSessionBound(t *testing.T) {
-	a := startConsul(t, "")
-	l, err := configure(t, map[string]any{"address": a.addr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := lockertest.Ctx(t)
-	if _, err := l.Acquire(ctx, plugins.AcquireRequest{Group: "g", Slots: 1, Holder: plugins.Holder{ID: "n1"}}); err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := api.NewClient(&api.Config{Address: a.addr})
-	for _, key := range []string{"offpeak/groups/g/semaphore", "offpeak/groups/g/holders/n1"} {
-		p, _, err := raw.KV().Get(key, nil)
-		if err != nil || p == nil {
-			t.Fatalf("Get %s = %v, %v", key, p, err)
+	eachServer(t, func(t *testing.T, addr string) {
+		l := mustConfigure(t, map[string]any{"address": addr})
+		ctx := lockertest.Ctx(t)
+		if res, err := l.Acquire(ctx, plugins.AcquireRequest{Group: "g", Slots: 1, Holder: plugins.Holder{ID: "n1"}}); err != nil || !res.Granted {
+			t.Fatalf("Acquire = %+v, %v", res, err)
 		}
-		if p.Session != "" {
-			t.Fatalf("%s is bound to session %s", key, p.Session)
+		raw := rawClient(t, addr)
+		for _, key := range []string{"offpeak/groups/g/semaphore", "offpeak/groups/g/holders/n1"} {
+			p := rawGet(t, raw, key)
+			if p == nil {
+				t.Fatalf("%s missing", key)
+			}
+			if p.Session != "" {
+				t.Fatalf("%s is bound to session %s", key, p.Session)
+			}
 		}
-	}
-	p, _, _ := raw.KV().Get("offpeak/groups/g/semaphore", nil)
-	if string(p.Value) != `{"total_slots":1,"holders":["n1"]}` {
-		t.Fatalf("semaphore = %s", p.Value)
-	}
+		if p := rawGet(t, raw, "offpeak/groups/g/semaphore"); string(p.Value) != `{"total_slots":1,"holders":["n1"]}` {
+			t.Fatalf("semaphore = %s", p.Value)
+		}
+	})
 }
 
 func TestMalformedSemaphoreChangesNothing(t *testing.T) {
-	a := startConsul(t, "")
-	l, err := configure(t, map[string]any{"address": a.addr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := api.NewClient(&api.Config{Address: a.addr})
-	ctx := lockertest.Ctx(t)
-	for i, v := range []string{`nope`, `{"holders":[]}`, `{"total_slots":1,"holders":["a","a"]}`} {
-		g := fmt.Sprintf("bad%d", i)
-		key := "offpeak/groups/" + g + "/semaphore"
-		if _, err := raw.KV().Put(&api.KVPair{Key: key, Value: []byte(v)}, nil); err != nil {
+	eachServer(t, func(t *testing.T, addr string) {
+		l := mustConfigure(t, map[string]any{"address": addr})
+		raw := rawClient(t, addr)
+		ctx := lockertest.Ctx(t)
+		for i, v := range []string{`nope`, `{"holders":[]}`, `{"total_slots":1,"holders":["a","a"]}`, `null`, `{"total_slots":1.5}`} {
+			g := fmt.Sprintf("bad%d", i)
+			key := "offpeak/groups/" + g + "/semaphore"
+			if _, err := raw.KV().Put(&api.KVPair{Key: key, Value: []byte(v)}, nil); err != nil {
+				t.Fatal(err)
+			}
+			before := rawGet(t, raw, key)
+			calls := map[string]func() error{
+				"status": func() error { _, err := l.Status(ctx, g); return err },
+				"acquire": func() error {
+					_, err := l.Acquire(ctx, plugins.AcquireRequest{Group: g, Slots: 1, Holder: plugins.Holder{ID: "n1"}})
+					return err
+				},
+				"release":   func() error { return l.Release(ctx, plugins.ReleaseRequest{Group: g, ID: "a"}) },
+				"set-slots": func() error { _, err := l.SetSlots(ctx, g, 5); return err },
+			}
+			for name, call := range calls {
+				if err := call(); !errors.Is(err, semaphore.ErrMalformed) || !strings.Contains(err.Error(), key) {
+					t.Fatalf("%s over %s = %v, want ErrMalformed naming the key", name, v, err)
+				}
+			}
+			after := rawGet(t, raw, key)
+			if after == nil || after.ModifyIndex != before.ModifyIndex || string(after.Value) != v {
+				t.Fatalf("malformed value %s was overwritten: %+v", v, after)
+			}
+		}
+	})
+}
+
+func TestMalformedMetadataIsAnError(t *testing.T) {
+	eachServer(t, func(t *testing.T, addr string) {
+		l := mustConfigure(t, map[string]any{"address": addr})
+		raw := rawClient(t, addr)
+		ctx := lockertest.Ctx(t)
+		put := func(key, v string) {
+			t.Helper()
+			if _, err := raw.KV().Put(&api.KVPair{Key: key, Value: []byte(v)}, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := l.Acquire(ctx, plugins.AcquireRequest{Group: "g", Slots: 2, Holder: plugins.Holder{ID: "n1"}}); err != nil {
 			t.Fatal(err)
 		}
-		before, _, _ := raw.KV().Get(key, nil)
-		_, err := l.Acquire(ctx, plugins.AcquireRequest{Group: g, Slots: 1, Holder: plugins.Holder{ID: "n1"}})
-		if !errors.Is(err, semaphore.ErrMalformed) || !strings.Contains(err.Error(), key) {
-			t.Fatalf("Acquire over %s = %v, want ErrMalformed naming the key", v, err)
+		put("offpeak/groups/g/holders/n1", `{"id":"someone-else"}`)
+		if _, err := l.Status(ctx, "g"); !errors.Is(err, semaphore.ErrMalformed) || !strings.Contains(err.Error(), "offpeak/groups/g/holders/n1") {
+			t.Fatalf("Status = %v, want ErrMalformed naming the holder key", err)
 		}
-		after, _, _ := raw.KV().Get(key, nil)
-		if after.ModifyIndex != before.ModifyIndex {
-			t.Fatalf("malformed value was overwritten: %s", after.Value)
+		put("offpeak/groups/g/holders/n1", `{"id":"n1"}`)
+		put("offpeak/groups/g/frozen", `{`)
+		if _, err := l.Acquire(ctx, plugins.AcquireRequest{Group: "g", Slots: 2, Holder: plugins.Holder{ID: "n2"}}); !errors.Is(err, semaphore.ErrMalformed) {
+			t.Fatalf("Acquire = %v, want ErrMalformed", err)
 		}
-	}
+		if p := rawGet(t, raw, "offpeak/groups/g/semaphore"); string(p.Value) != `{"total_slots":2,"holders":["n1"]}` {
+			t.Fatalf("semaphore changed to %s", p.Value)
+		}
+	})
+}
+
+func TestStaleReclaimRecordsEvent(t *testing.T) {
+	eachServer(t, func(t *testing.T, addr string) {
+		l := mustConfigure(t, map[string]any{"address": addr})
+		raw := rawClient(t, addr)
+		ctx := lockertest.Ctx(t)
+		t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		dead := plugins.Holder{ID: "dead", Hostname: "gone", AcquiredAt: t0, Deadline: t0.Add(time.Hour)}
+		if _, err := l.Acquire(ctx, plugins.AcquireRequest{Group: "g", Slots: 1, Holder: dead, Now: t0}); err != nil {
+			t.Fatal(err)
+		}
+		now := t0.Add(90 * time.Minute)
+		res, err := l.Acquire(ctx, plugins.AcquireRequest{Group: "g", Slots: 1, Holder: plugins.Holder{ID: "n1"}, ReclaimStale: true, Now: now})
+		if err != nil || !res.Granted || len(res.Reclaimed) != 1 || res.Reclaimed[0].ID != "dead" {
+			t.Fatalf("Acquire = %+v, %v", res, err)
+		}
+		pairs, _, err := raw.KV().List("offpeak/groups/g/events/", nil)
+		if err != nil || len(pairs) != 1 {
+			t.Fatalf("events = %v, %v; want one", pairs, err)
+		}
+		if want := fmt.Sprintf("offpeak/groups/g/events/%020d-dead", now.UnixNano()); pairs[0].Key != want {
+			t.Fatalf("event key = %s, want %s", pairs[0].Key, want)
+		}
+		var ev semaphore.Event
+		if err := json.Unmarshal(pairs[0].Value, &ev); err != nil {
+			t.Fatal(err)
+		}
+		if ev.Kind != "reclaim" || ev.By != "n1" || ev.Holder.ID != "dead" || ev.Holder.Hostname != "gone" || !ev.Time.Equal(now) ||
+			!strings.HasPrefix(ev.Reason, "stale: deadline 2026-01-01T01:00:00Z passed") {
+			t.Fatalf("event = %+v", ev)
+		}
+		if p := rawGet(t, raw, "offpeak/groups/g/holders/dead"); p != nil {
+			t.Fatalf("reclaimed holder's metadata left: %s", p.Value)
+		}
+		if p := rawGet(t, raw, "offpeak/groups/g/semaphore"); string(p.Value) != `{"total_slots":1,"holders":["n1"]}` {
+			t.Fatalf("semaphore = %s", p.Value)
+		}
+	})
+}
+
+func TestStoreGuards(t *testing.T) {
+	eachServer(t, func(t *testing.T, addr string) {
+		l := mustConfigure(t, map[string]any{"address": addr})
+		storetest.Run(t, newStore(l.cli, l.prefix, "guards"))
+	})
+}
+
+// A blocking query that times out with the index unchanged is asked again:
+// Wait returns only on a change (or when ctx ends).
+func TestWaitOutlastsBlockingQueries(t *testing.T) {
+	eachServer(t, func(t *testing.T, addr string) {
+		l := mustConfigure(t, map[string]any{"address": addr})
+		l.block = 50 * time.Millisecond
+		res, err := l.Acquire(lockertest.Ctx(t), plugins.AcquireRequest{Group: "g", Slots: 1, Holder: plugins.Holder{ID: "n1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
+		defer cancel()
+		if st, err := l.Wait(ctx, "g", res.State.Revision); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Wait on an unchanged group = %+v, %v; want the deadline", st, err)
+		}
+	})
+}
+
+// A bad name is reported as such without a request: the answer must not
+// depend on whether the agent is reachable.
+func TestInvalidArgumentsNeedNoServer(t *testing.T) {
+	l := mustConfigure(t, map[string]any{"address": fmt.Sprintf("127.0.0.1:%d", lockertest.FreePort(t)), "request_timeout": "2s"})
+	lockertest.InvalidArguments(t, l, "g")
 }
 
 func TestACLToken(t *testing.T) {

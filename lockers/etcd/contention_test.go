@@ -217,13 +217,15 @@ func agent(ctx context.Context, l *Locker, group, id string, slots int, rng *ran
 		for range rng.IntN(200) {
 			runtime.Gosched()
 		}
-		for {
+		for attempt := 0; ; attempt++ {
 			err := l.Release(ctx, plugins.ReleaseRequest{Group: group, ID: id, Reason: "post-boot checks passed"})
-			if err == nil || errors.Is(err, plugins.ErrNotHolder) {
-				// ErrNotHolder: an earlier attempt landed before its reply was lost.
+			if err == nil || (attempt > 0 && errors.Is(err, plugins.ErrNotHolder)) {
+				// ErrNotHolder after a failed attempt: that attempt landed
+				// before its reply was lost. On the first attempt it would
+				// mean the slot was taken away while the node "rebooted".
 				return nil
 			}
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || errors.Is(err, plugins.ErrNotHolder) {
 				return fmt.Errorf("%s releasing: %w", id, err)
 			}
 			if err := backoff(); err != nil {
@@ -274,6 +276,12 @@ func runContention(t testing.TB, agents, slots int, restartAfter int64) contenti
 	if restartAfter > 0 {
 		select {
 		case <-restart:
+			mu.Lock()
+			before := len(reboots)
+			mu.Unlock()
+			if before >= agents {
+				t.Fatalf("every agent had rebooted before the restart (%d of %d): it tested nothing", before, agents)
+			}
 			srv.Restart()
 		case <-ctx.Done():
 			t.Fatal("no grants before the deadline")

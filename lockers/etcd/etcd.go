@@ -25,7 +25,7 @@ import (
 	"sync"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -43,10 +43,6 @@ const (
 	DefaultDialTimeout    = 5 * time.Second
 	DefaultRequestTimeout = 10 * time.Second
 )
-
-// maxCASAttempts bounds the read-modify-write retries of one call. A lost
-// race means another writer made progress, so a few rounds are enough.
-const maxCASAttempts = 16
 
 // Config is the policy's [lock.config] table for plugin "etcd".
 type Config struct {
@@ -68,7 +64,7 @@ type Config struct {
 // Locker implements plugins.Locker on etcd v3.
 type Locker struct {
 	log *slog.Logger
-	now func() time.Time
+	ops semaphore.Ops
 
 	mu         sync.Mutex
 	configured bool
@@ -85,7 +81,9 @@ func newLocker(log *slog.Logger) *Locker {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Locker{log: log, now: time.Now}
+	l := &Locker{log: log}
+	l.ops = semaphore.Ops{Name: "etcd", Log: log, Now: time.Now, Open: l.open}
+	return l
 }
 
 // Configure validates cfg. The client is created on first use, so an
@@ -164,10 +162,6 @@ func (l *Locker) Close() error {
 	return cli.Close()
 }
 
-type keys struct {
-	sem, holders, frozen, events, group string
-}
-
 func (l *Locker) client() (*clientv3.Client, string, time.Duration, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -185,289 +179,138 @@ func (l *Locker) client() (*clientv3.Client, string, time.Duration, error) {
 	return l.cli, l.prefix, l.timeout, nil
 }
 
-func keysFor(prefix, group string) keys {
-	g := prefix + "groups/" + semaphore.EscapeSegment(group) + "/"
-	return keys{
-		sem:     semaphore.AirlockKey(group),
-		group:   g,
-		holders: g + "holders/",
-		frozen:  g + "frozen",
-		events:  g + "events/",
-	}
+// store is one group's keys on a client: the etcd locker's semaphore.Store.
+type store struct {
+	cli    *clientv3.Client
+	sem    string // airlock's semaphore key
+	prefix string // offpeak's records: prefix + semaphore.HolderKey(id) and so on
 }
 
-// snap is one consistent read of a group with the versions a CAS compares.
-type snap struct {
-	semaphore.Snapshot
-	semVersion    int64
-	frozenVersion int64
-	rev           int64
+func newStore(cli *clientv3.Client, prefix, name string) store {
+	return store{cli: cli, sem: semaphore.AirlockKey(name), prefix: prefix + "groups/" + semaphore.EscapeSegment(name) + "/"}
 }
 
-func (l *Locker) read(ctx context.Context, cli *clientv3.Client, k keys) (snap, error) {
-	resp, err := cli.Txn(ctx).Then(
-		clientv3.OpGet(k.sem),
-		clientv3.OpGet(k.holders, clientv3.WithPrefix()),
-		clientv3.OpGet(k.frozen),
-	).Commit()
-	if err != nil {
-		return snap{}, wrapErr(ctx, "read", err)
-	}
-	s := snap{rev: resp.Header.Revision, Snapshot: semaphore.Snapshot{Meta: map[string]plugins.Holder{}}}
-	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
-		s.semVersion = kvs[0].Version
-		v, err := semaphore.Parse(kvs[0].Value)
-		if err != nil {
-			return snap{}, fmt.Errorf("etcd: key %s: %w", k.sem, err)
-		}
-		s.Sem = v
-	}
-	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
-		id, ok := semaphore.TrimPrefix(string(kv.Key), k.holders)
-		if !ok {
-			continue
-		}
-		h, err := semaphore.ParseHolder(id, kv.Value)
-		if err != nil {
-			return snap{}, fmt.Errorf("etcd: key %s: %w", kv.Key, err)
-		}
-		s.Meta[id] = h
-	}
-	if kvs := resp.Responses[2].GetResponseRange().Kvs; len(kvs) == 1 {
-		s.frozenVersion = kvs[0].Version
-		f, err := semaphore.ParseFrozen(kvs[0].Value)
-		if err != nil {
-			return snap{}, fmt.Errorf("etcd: key %s: %w", k.frozen, err)
-		}
-		s.Frozen = f
-	}
-	return s, nil
-}
-
-// call runs f with the configured request timeout.
-func (l *Locker) call(ctx context.Context, f func(ctx context.Context, cli *clientv3.Client, prefix string) error) error {
+// open implements semaphore.Ops.Open.
+func (l *Locker) open(ctx context.Context, name string, f func(context.Context, semaphore.Store) error) error {
 	cli, prefix, timeout, err := l.client()
 	if err != nil {
 		return err
 	}
-	cctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	return f(cctx, cli, prefix)
+	return f(ctx, newStore(cli, prefix, name))
+}
+
+// reads are the gets of one snapshot: the semaphore, the holder records and
+// the freeze marker, in one transaction so they are consistent.
+func (g store) reads() []clientv3.Op {
+	return []clientv3.Op{
+		clientv3.OpGet(g.sem),
+		clientv3.OpGet(g.prefix+semaphore.HoldersDir, clientv3.WithPrefix()),
+		clientv3.OpGet(g.prefix + semaphore.FrozenKey),
+	}
+}
+
+// snapshot decodes the responses of reads() at revision rev.
+func (g store) snapshot(rs []*etcdserverpb.ResponseOp, rev int64) (semaphore.Snapshot, error) {
+	s := semaphore.Snapshot{Revision: uint64(rev)}
+	if kvs := rs[0].GetResponseRange().Kvs; len(kvs) == 1 {
+		if err := s.SetSem(kvs[0].Value, uint64(kvs[0].Version)); err != nil {
+			return semaphore.Snapshot{}, fmt.Errorf("etcd: key %s: %w", g.sem, err)
+		}
+	}
+	for _, r := range rs[1:] {
+		for _, kv := range r.GetResponseRange().Kvs {
+			if err := s.AddRecord(strings.TrimPrefix(string(kv.Key), g.prefix), kv.Value); err != nil {
+				return semaphore.Snapshot{}, fmt.Errorf("etcd: key %s: %w", kv.Key, err)
+			}
+		}
+	}
+	return s, nil
+}
+
+// Read implements semaphore.Store.
+func (g store) Read(ctx context.Context) (semaphore.Snapshot, error) {
+	resp, err := g.cli.Txn(ctx).Then(g.reads()...).Commit()
+	if err != nil {
+		return semaphore.Snapshot{}, wrapErr(ctx, "read", err)
+	}
+	return g.snapshot(resp.Responses, resp.Header.Revision)
+}
+
+// Commit runs w as one transaction; a guard compares the semaphore key's
+// version (0: absent) and the freeze marker's absence. When a guard fails,
+// the same transaction reads the group instead, for the next round.
+func (g store) Commit(ctx context.Context, w semaphore.Write) (bool, uint64, *semaphore.Snapshot, error) {
+	var cmps []clientv3.Cmp
+	if w.Guarded {
+		cmps = append(cmps, clientv3.Compare(clientv3.Version(g.sem), "=", int64(w.Version)))
+		if w.NotFrozen {
+			cmps = append(cmps, clientv3.Compare(clientv3.Version(g.prefix+semaphore.FrozenKey), "=", 0))
+		}
+	}
+	ops := make([]clientv3.Op, 0, len(w.Ops)+1)
+	if w.Sem != nil {
+		ops = append(ops, clientv3.OpPut(g.sem, string(w.Sem)))
+	}
+	for _, op := range w.Ops {
+		if op.Delete {
+			ops = append(ops, clientv3.OpDelete(g.prefix+op.Key))
+		} else {
+			ops = append(ops, clientv3.OpPut(g.prefix+op.Key, string(op.Value)))
+		}
+	}
+	txn := g.cli.Txn(ctx).If(cmps...).Then(ops...)
+	if w.Guarded {
+		txn = txn.Else(g.reads()...)
+	}
+	resp, err := txn.Commit()
+	if err != nil {
+		return false, 0, nil, wrapErr(ctx, "write", err)
+	}
+	if !resp.Succeeded {
+		fresh, err := g.snapshot(resp.Responses, resp.Header.Revision)
+		if err != nil {
+			return false, 0, nil, err
+		}
+		return false, 0, &fresh, nil
+	}
+	return true, uint64(resp.Header.Revision), nil, nil
 }
 
 // Status returns the group's state. A group never written has zero slots.
 func (l *Locker) Status(ctx context.Context, group string) (plugins.LockState, error) {
-	if err := semaphore.ValidateName("group", group); err != nil {
-		return plugins.LockState{}, err
-	}
-	var st plugins.LockState
-	err := l.call(ctx, func(ctx context.Context, cli *clientv3.Client, prefix string) error {
-		s, err := l.read(ctx, cli, keysFor(prefix, group))
-		if err != nil {
-			return err
-		}
-		st = s.State(group, uint64(s.rev))
-		return nil
-	})
-	return st, err
+	return l.ops.Status(ctx, group)
 }
 
 // Acquire takes a slot with one compare-and-swap transaction that also
 // writes the holder's metadata, deletes reclaimed holders and checks that
 // the group was not frozen meanwhile.
 func (l *Locker) Acquire(ctx context.Context, req plugins.AcquireRequest) (plugins.AcquireResult, error) {
-	now := req.Now
-	if now.IsZero() {
-		now = l.now()
-	}
-	var res plugins.AcquireResult
-	err := l.call(ctx, func(ctx context.Context, cli *clientv3.Client, prefix string) error {
-		k := keysFor(prefix, req.Group)
-		for range maxCASAttempts {
-			s, err := l.read(ctx, cli, k)
-			if err != nil {
-				return err
-			}
-			p, err := semaphore.Decide(s.Snapshot, req, now)
-			if err != nil {
-				return err
-			}
-			if !p.Writes() {
-				// Refused: full, or frozen (State.Frozen tells which).
-				res = plugins.AcquireResult{State: s.State(req.Group, uint64(s.rev))}
-				return nil
-			}
-			cmps := []clientv3.Cmp{clientv3.Compare(clientv3.Version(k.sem), "=", s.semVersion)}
-			if p.CheckNotFrozen {
-				cmps = append(cmps, clientv3.Compare(clientv3.Version(k.frozen), "=", 0))
-			}
-			var ops []clientv3.Op
-			if p.Sem != nil {
-				b, err := p.Sem.Marshal()
-				if err != nil {
-					return err
-				}
-				ops = append(ops, clientv3.OpPut(k.sem, string(b)))
-			}
-			if p.Granted {
-				b, err := json.Marshal(p.Holder)
-				if err != nil {
-					return err
-				}
-				ops = append(ops, clientv3.OpPut(k.holders+semaphore.EscapeSegment(p.Holder.ID), string(b)))
-			}
-			for _, r := range p.Reclaimed {
-				ev, err := json.Marshal(semaphore.Event{Time: now, Kind: "reclaim", Reason: semaphore.StaleReason(r, now), By: req.Holder.ID, Holder: r})
-				if err != nil {
-					return err
-				}
-				ops = append(ops,
-					clientv3.OpDelete(k.holders+semaphore.EscapeSegment(r.ID)),
-					clientv3.OpPut(k.events+semaphore.EventSuffix(now, r.ID), string(ev)))
-			}
-			resp, err := cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
-			if err != nil {
-				return wrapErr(ctx, "acquire", err)
-			}
-			if !resp.Succeeded {
-				continue
-			}
-			for _, r := range p.Reclaimed {
-				l.log.Warn("reclaimed stale reboot slot", "group", req.Group, "holder", r.ID,
-					"deadline", r.Deadline, "by", req.Holder.ID)
-			}
-			res = plugins.AcquireResult{
-				Granted:   p.Granted,
-				State:     p.Apply(s.Snapshot).State(req.Group, uint64(resp.Header.Revision)),
-				Reclaimed: p.Reclaimed,
-			}
-			return nil
-		}
-		return fmt.Errorf("etcd: acquire in group %q: %w", req.Group, plugins.ErrConflict)
-	})
-	return res, err
+	return l.ops.Acquire(ctx, req)
 }
 
 // Release removes req.ID from the semaphore and deletes its metadata.
 func (l *Locker) Release(ctx context.Context, req plugins.ReleaseRequest) error {
-	if err := semaphore.ValidateName("group", req.Group); err != nil {
-		return err
-	}
-	if err := semaphore.ValidateName("holder id", req.ID); err != nil {
-		return err
-	}
-	return l.call(ctx, func(ctx context.Context, cli *clientv3.Client, prefix string) error {
-		k := keysFor(prefix, req.Group)
-		for range maxCASAttempts {
-			s, err := l.read(ctx, cli, k)
-			if err != nil {
-				return err
-			}
-			if s.Sem == nil || !s.Sem.Has(req.ID) {
-				return fmt.Errorf("%q in group %q: %w", req.ID, req.Group, plugins.ErrNotHolder)
-			}
-			sem := s.Sem.Clone()
-			sem.Remove(req.ID)
-			b, err := sem.Marshal()
-			if err != nil {
-				return err
-			}
-			resp, err := cli.Txn(ctx).
-				If(clientv3.Compare(clientv3.Version(k.sem), "=", s.semVersion)).
-				Then(clientv3.OpPut(k.sem, string(b)), clientv3.OpDelete(k.holders+semaphore.EscapeSegment(req.ID))).
-				Commit()
-			if err != nil {
-				return wrapErr(ctx, "release", err)
-			}
-			if resp.Succeeded {
-				l.log.Info("released reboot slot", "group", req.Group, "holder", req.ID, "reason", req.Reason)
-				return nil
-			}
-		}
-		return fmt.Errorf("etcd: release in group %q: %w", req.Group, plugins.ErrConflict)
-	})
+	return l.ops.Release(ctx, req)
 }
 
 // SetSlots rewrites total_slots, creating the semaphore if needed. Holders
 // are never removed.
 func (l *Locker) SetSlots(ctx context.Context, group string, slots int) (plugins.LockState, error) {
-	if err := semaphore.ValidateName("group", group); err != nil {
-		return plugins.LockState{}, err
-	}
-	if slots < 0 {
-		return plugins.LockState{}, fmt.Errorf("%w: slot count %d is negative", plugins.ErrInvalidArgument, slots)
-	}
-	var st plugins.LockState
-	err := l.call(ctx, func(ctx context.Context, cli *clientv3.Client, prefix string) error {
-		k := keysFor(prefix, group)
-		for range maxCASAttempts {
-			s, err := l.read(ctx, cli, k)
-			if err != nil {
-				return err
-			}
-			sem := semaphore.New(uint64(slots))
-			if s.Sem != nil {
-				sem = s.Sem.Clone()
-				sem.TotalSlots = uint64(slots)
-			}
-			b, err := sem.Marshal()
-			if err != nil {
-				return err
-			}
-			resp, err := cli.Txn(ctx).
-				If(clientv3.Compare(clientv3.Version(k.sem), "=", s.semVersion)).
-				Then(clientv3.OpPut(k.sem, string(b))).
-				Commit()
-			if err != nil {
-				return wrapErr(ctx, "set slots", err)
-			}
-			if resp.Succeeded {
-				s.Sem = sem
-				st = s.State(group, uint64(resp.Header.Revision))
-				return nil
-			}
-		}
-		return fmt.Errorf("etcd: set slots of group %q: %w", group, plugins.ErrConflict)
-	})
-	return st, err
+	return l.ops.SetSlots(ctx, group, slots)
 }
 
 // Freeze writes the freeze marker. Acquire compares the marker's absence in
 // its transaction, so a freeze and a concurrent acquire cannot both win.
 func (l *Locker) Freeze(ctx context.Context, req plugins.FreezeRequest) error {
-	if err := semaphore.ValidateName("group", req.Group); err != nil {
-		return err
-	}
-	at := req.At
-	if at.IsZero() {
-		at = l.now()
-	}
-	b, err := json.Marshal(semaphore.Frozen{Reason: req.Reason, By: req.By, At: at.UTC()})
-	if err != nil {
-		return err
-	}
-	return l.call(ctx, func(ctx context.Context, cli *clientv3.Client, prefix string) error {
-		if _, err := cli.Put(ctx, keysFor(prefix, req.Group).frozen, string(b)); err != nil {
-			return wrapErr(ctx, "freeze", err)
-		}
-		l.log.Warn("group frozen", "group", req.Group, "reason", req.Reason, "by", req.By)
-		return nil
-	})
+	return l.ops.Freeze(ctx, req)
 }
 
 // Thaw deletes the freeze marker; thawing a group that is not frozen is a
 // no-op.
 func (l *Locker) Thaw(ctx context.Context, group string) error {
-	if err := semaphore.ValidateName("group", group); err != nil {
-		return err
-	}
-	return l.call(ctx, func(ctx context.Context, cli *clientv3.Client, prefix string) error {
-		if _, err := cli.Delete(ctx, keysFor(prefix, group).frozen); err != nil {
-			return wrapErr(ctx, "thaw", err)
-		}
-		l.log.Info("group thawed", "group", group)
-		return nil
-	})
+	return l.ops.Thaw(ctx, group)
 }
 
 // Wait watches the semaphore key and the group's offpeak keys from
@@ -485,14 +328,14 @@ func (l *Locker) Wait(ctx context.Context, group string, revision uint64) (plugi
 	if err != nil {
 		return plugins.LockState{}, err
 	}
-	k := keysFor(prefix, group)
+	g := newStore(cli, prefix, group)
 	// RequireLeader makes a member cut off from its cluster end the watch
 	// instead of leaving the waiter blocked forever.
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	from := clientv3.WithRev(int64(revision) + 1)
-	semCh := cli.Watch(wctx, k.sem, from)
-	grpCh := cli.Watch(wctx, k.group, clientv3.WithPrefix(), from)
+	semCh := cli.Watch(wctx, g.sem, from)
+	grpCh := cli.Watch(wctx, g.prefix, clientv3.WithPrefix(), from)
 	for {
 		var resp clientv3.WatchResponse
 		var ok bool
@@ -511,23 +354,15 @@ func (l *Locker) Wait(ctx context.Context, group string, revision uint64) (plugi
 		if err := resp.Err(); err != nil {
 			if errors.Is(err, rpctypes.ErrCompacted) {
 				// The revision is gone; the caller re-reads and decides.
-				return l.Status(ctx, group)
+				return l.ops.Status(ctx, group)
 			}
 			return plugins.LockState{}, fmt.Errorf("etcd: watch of group %q: %w: %w", group, plugins.ErrUnavailable, err)
 		}
-		if relevant(resp.Events) {
-			return l.Status(ctx, group)
+		// Every event is a put or a delete, so any event is a change.
+		if len(resp.Events) > 0 {
+			return l.ops.Status(ctx, group)
 		}
 	}
-}
-
-func relevant(evs []*clientv3.Event) bool {
-	for _, ev := range evs {
-		if ev.Type == mvccpb.PUT || ev.Type == mvccpb.DELETE {
-			return true
-		}
-	}
-	return false
 }
 
 // wrapErr classifies a client error: the caller's own cancellation stays as

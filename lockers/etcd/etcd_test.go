@@ -16,6 +16,7 @@ import (
 
 	"github.com/offpeak/offpeak/lockers/etcd/etcdtest"
 	"github.com/offpeak/offpeak/lockers/etcd/semaphore"
+	"github.com/offpeak/offpeak/lockers/etcd/semaphore/storetest"
 	"github.com/offpeak/offpeak/lockers/lockertest"
 	"github.com/offpeak/offpeak/plugins"
 )
@@ -152,6 +153,33 @@ func TestAirlockInterop(t *testing.T) {
 		decodeAirlock(t, raw)
 	})
 
+	t.Run("Wait wakes when airlock changes the semaphore", func(t *testing.T) {
+		const g = "fleet"
+		key := semaphore.AirlockKey(g)
+		res, err := l.Acquire(ctx, plugins.AcquireRequest{Group: g, Slots: 1, Holder: plugins.Holder{ID: "offpeak-node", Hostname: "o"}})
+		if err != nil || !res.Granted {
+			t.Fatalf("Acquire = %+v, %v", res, err)
+		}
+		// airlock's steady-state for the node: it rewrites the value alone
+		// and knows nothing of offpeak's metadata.
+		if _, err := cli.Put(ctx, key, `{"total_slots":1,"holders":[]}`); err != nil {
+			t.Fatal(err)
+		}
+		st, err := l.Wait(ctx, g, res.State.Revision)
+		if err != nil || st.Holds("offpeak-node") || st.Slots != 1 || st.Revision <= res.State.Revision {
+			t.Fatalf("Wait = %+v, %v; want the slot freed by airlock", st, err)
+		}
+		// The metadata left behind does not bring the holder back, and the
+		// freed slot goes to the next node.
+		res, err = l.Acquire(ctx, plugins.AcquireRequest{Group: g, Slots: 1, Holder: plugins.Holder{ID: "next"}})
+		if err != nil || !res.Granted || res.State.Holds("offpeak-node") {
+			t.Fatalf("Acquire(next) = %+v, %v", res, err)
+		}
+		if raw, _ := rawGet(t, cli, key); raw != `{"total_slots":1,"holders":["next"]}` {
+			t.Fatalf("raw value = %s", raw)
+		}
+	})
+
 	t.Run("fields written by other tools are preserved", func(t *testing.T) {
 		key := semaphore.AirlockKey("extra")
 		if _, err := cli.Put(ctx, key, `{"total_slots":1,"holders":[],"note":{"by":"ops"}}`); err != nil {
@@ -254,6 +282,10 @@ func TestOperatorUnlockFreesExactlyThatSlot(t *testing.T) {
 			t.Fatalf("Acquire(%s) = %+v, %v", id, res, err)
 		}
 	}
+	metaRevs := map[string]int64{}
+	for _, id := range []string{"n1", "n3"} {
+		_, metaRevs[id] = rawGet(t, cli, "offpeak/groups/g/holders/"+id)
+	}
 	if err := l.Release(ctx, plugins.ReleaseRequest{Group: "g", ID: "n2", Reason: "unlock by admin"}); err != nil {
 		t.Fatalf("unlock: %v", err)
 	}
@@ -264,9 +296,17 @@ func TestOperatorUnlockFreesExactlyThatSlot(t *testing.T) {
 	if meta, _ := rawGet(t, cli, "offpeak/groups/g/holders/n2"); meta != "" {
 		t.Fatalf("metadata of the unlocked holder left behind: %s", meta)
 	}
+	for id, rev := range metaRevs {
+		if _, r := rawGet(t, cli, "offpeak/groups/g/holders/"+id); r != rev {
+			t.Fatalf("metadata of %s rewritten by the unlock (revision %d → %d)", id, rev, r)
+		}
+	}
 	st, err := l.Status(ctx, "g")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(st.Holders) != 2 || st.Holds("n2") {
+		t.Fatalf("holders after unlock = %+v", st.Holders)
 	}
 	for _, h := range st.Holders {
 		if h.Hostname != h.ID+".example" {
@@ -275,6 +315,17 @@ func TestOperatorUnlockFreesExactlyThatSlot(t *testing.T) {
 	}
 	if res, err := l.Acquire(ctx, plugins.AcquireRequest{Group: "g", Slots: 3, Holder: plugins.Holder{ID: "n4"}}); err != nil || !res.Granted {
 		t.Fatalf("freed slot not grantable: %+v, %v", res, err)
+	}
+	// Exactly one slot was freed: the next node is refused.
+	if res, err := l.Acquire(ctx, plugins.AcquireRequest{Group: "g", Slots: 3, Holder: plugins.Holder{ID: "n5"}}); err != nil || res.Granted {
+		t.Fatalf("Acquire(n5) after one unlock = %+v, %v; want refused", res, err)
+	}
+	// Unlocking the same node again frees nothing more.
+	if err := l.Release(ctx, plugins.ReleaseRequest{Group: "g", ID: "n2", Reason: "unlock by admin"}); !errors.Is(err, plugins.ErrNotHolder) {
+		t.Fatalf("second unlock = %v, want ErrNotHolder", err)
+	}
+	if raw, _ := rawGet(t, cli, semaphore.AirlockKey("g")); raw != `{"total_slots":3,"holders":["n1","n3","n4"]}` {
+		t.Fatalf("semaphore = %s", raw)
 	}
 }
 
@@ -409,6 +460,29 @@ func TestConfigRejectsUnknownKeys(t *testing.T) {
 	if !errors.Is(err, plugins.ErrInvalidArgument) {
 		t.Fatalf("Configure = %v, want ErrInvalidArgument", err)
 	}
+}
+
+func TestStoreGuards(t *testing.T) {
+	srv := etcdtest.Start(t, etcdtest.Options{})
+	l := newTestLocker(t, srv, nil)
+	cli, prefix, _, err := l.client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	storetest.Run(t, newStore(cli, prefix, "guards"))
+}
+
+// A bad name is reported as such without a request: the answer must not
+// depend on whether the cluster is reachable.
+func TestInvalidArgumentsNeedNoServer(t *testing.T) {
+	l, err := configure(t, map[string]any{
+		"endpoints":       []string{"http://127.0.0.1:" + strconv.Itoa(lockertest.FreePort(t))},
+		"request_timeout": "2s", "dial_timeout": "300ms",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lockertest.InvalidArguments(t, l, "g")
 }
 
 func TestUnreachableIsUnavailable(t *testing.T) {

@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/offpeak/offpeak/internal/state"
 	"github.com/offpeak/offpeak/plugins"
 )
 
@@ -109,7 +110,8 @@ func (l *Locker) paths(group string) (data, lock string, err error) {
 }
 
 // update runs fn on the group's semaphore under the group's flock and writes
-// the result when fn reports a change.
+// the result when fn reports a change. create is the slot count of a group
+// that has none yet; 0 leaves it uncreated.
 func (l *Locker) update(ctx context.Context, group string, create int, fn func(*semaphore) (bool, error)) (semaphore, error) {
 	data, lockPath, err := l.paths(group)
 	if err != nil {
@@ -130,7 +132,9 @@ func (l *Locker) update(ctx context.Context, group string, create int, fn func(*
 		return semaphore{}, err
 	}
 	if s.TotalSlots == 0 {
-		s.TotalSlots = max(create, 1)
+		// Not created yet (a freeze alone does not create the group): the
+		// call that creates it sets the count.
+		s.TotalSlots = create
 	}
 	changed, err := fn(&s)
 	if err != nil || !changed {
@@ -189,34 +193,7 @@ func writeAtomic(path string, s semaphore) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return state.WriteAtomic(path, append(b, '\n'), 0o644)
 }
 
 func (l *Locker) state(group string, s semaphore) plugins.LockState {
@@ -244,7 +221,7 @@ func (l *Locker) Acquire(ctx context.Context, req plugins.AcquireRequest) (plugi
 		now = l.now()
 	}
 	var res plugins.AcquireResult
-	s, err := l.update(ctx, req.Group, req.Slots, func(s *semaphore) (bool, error) {
+	s, err := l.update(ctx, req.Group, max(req.Slots, 1), func(s *semaphore) (bool, error) {
 		if s.Meta == nil {
 			s.Meta = map[string]plugins.Holder{}
 		}

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/offpeak/offpeak/internal/tlsutil"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -19,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/offpeak/offpeak/internal/tlsutil"
 	"github.com/offpeak/offpeak/plugins"
 )
 
@@ -228,8 +228,8 @@ func (e *replyError) Error() string {
 
 func (e *replyError) Unwrap() error { return e.sentinel }
 
-// do sends one request, retrying transient failures. retryable decides,
-// for a decoded non-200 reply, whether it is transient.
+// do sends one request, retrying transient failures: connection errors and
+// 5xx replies, except airlock's 5xx failed_lock on pre-reboot ("no slot").
 func (l *Locker) do(ctx context.Context, s settings, method, path string, query url.Values, body any, timeout time.Duration) (reply, error) {
 	var payload []byte
 	if body != nil {
@@ -242,25 +242,19 @@ func (l *Locker) do(ctx context.Context, s settings, method, path string, query 
 	u := *s.base
 	u.Path = s.base.Path + path
 	u.RawQuery = query.Encode()
-	var lastErr error
 	for attempt := 0; ; attempt++ {
 		r, err := l.once(ctx, s, method, u.String(), payload, timeout)
-		transient := false
-		switch {
-		case err != nil:
+		if err != nil {
 			if ctx.Err() != nil {
 				return reply{}, ctx.Err()
 			}
-			transient, lastErr = true, fmt.Errorf("fleetlock %s %s: %w: %w", method, path, plugins.ErrUnavailable, err)
-		case r.code >= 500 && !(path == PathPreReboot && r.err != nil && r.err.Kind == KindFailedLock):
-			// A 5xx failed_lock on pre-reboot is airlock's "no slot", not a fault.
-			transient, lastErr = true, nil
+			err = fmt.Errorf("fleetlock %s %s: %w: %w", method, path, plugins.ErrUnavailable, err)
 		}
+		// A 5xx failed_lock on pre-reboot is airlock's "no slot", not a fault.
+		noSlot := path == PathPreReboot && r.err != nil && r.err.Kind == KindFailedLock
+		transient := err != nil || (r.code >= 500 && !noSlot)
 		if !transient || attempt >= s.retries {
-			if err != nil {
-				return reply{}, lastErr
-			}
-			return r, nil
+			return r, err
 		}
 		d := backoff(attempt, l.random)
 		l.log.Debug("fleetlock request failed, retrying", "path", path, "attempt", attempt+1, "delay", d, "error", err, "status", r.code)

@@ -204,29 +204,39 @@ func TestServerWindow(t *testing.T) {
 }
 
 func TestServerAdminToken(t *testing.T) {
-	hs := startServer(t, ServerConfig{Locker: backend(t), AdminToken: adminToken})
+	be := backend(t)
+	hs := startServer(t, ServerConfig{Locker: be, AdminToken: adminToken})
 	ctx := lockertest.Ctx(t)
 	cases := []struct {
 		name  string
 		token string
-		want  error
 	}{
-		{"no token", "", nil},
-		{"wrong token", "guess", nil},
-		{"right token", adminToken, nil},
+		{"no token", ""},
+		{"wrong token", "guess"},
+		{"right token", adminToken},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			l := client(t, map[string]any{"url": hs.URL, "token": c.token})
 			err := l.Freeze(ctx, plugins.FreezeRequest{Group: "adm", Reason: "r", By: "t"})
+			st, serr := be.Status(ctx, "adm")
+			if serr != nil {
+				t.Fatal(serr)
+			}
 			if c.token == adminToken {
-				if err != nil {
-					t.Fatalf("Freeze: %v", err)
+				if err != nil || !st.Frozen || st.FrozenReason != "r" {
+					t.Fatalf("Freeze = %v; backend %+v", err, st)
 				}
 				return
 			}
 			if err == nil || !strings.Contains(err.Error(), KindUnauthorized) {
 				t.Fatalf("Freeze = %v, want %s", err, KindUnauthorized)
+			}
+			if st.Frozen {
+				t.Fatal("an unauthorized freeze reached the backend")
+			}
+			if _, err := l.SetSlots(ctx, "adm", 7); err == nil || !strings.Contains(err.Error(), KindUnauthorized) {
+				t.Fatalf("SetSlots = %v, want %s", err, KindUnauthorized)
 			}
 		})
 	}
@@ -392,6 +402,7 @@ func TestTLS(t *testing.T) {
 	other := lockertest.NewCA(t, "other")
 	serverPair := ca.Server(t, "server")
 	clientPair := ca.Client(t, "node")
+	strangerPair := other.Client(t, "stranger")
 	start := func(clientCA string) *httptest.Server {
 		s, err := NewServer(ServerConfig{Locker: be, DefaultSlots: 10})
 		if err != nil {
@@ -415,12 +426,14 @@ func TestTLS(t *testing.T) {
 		url    string
 		cfg    map[string]any
 		wantOK bool
+		cause  string // in the error when not OK
 	}{
-		{"CA-only trust", caOnly.URL, map[string]any{"ca_file": ca.CertFile}, true},
-		{"wrong CA", caOnly.URL, map[string]any{"ca_file": other.CertFile}, false},
-		{"system roots do not trust a private CA", caOnly.URL, map[string]any{}, false},
-		{"client certificate", mtls.URL, map[string]any{"ca_file": ca.CertFile, "cert_file": clientPair.CertFile, "key_file": clientPair.KeyFile}, true},
-		{"client certificate missing", mtls.URL, map[string]any{"ca_file": ca.CertFile}, false},
+		{"CA-only trust", caOnly.URL, map[string]any{"ca_file": ca.CertFile}, true, ""},
+		{"wrong CA", caOnly.URL, map[string]any{"ca_file": other.CertFile}, false, "certificate signed by unknown authority"},
+		{"system roots do not trust a private CA", caOnly.URL, map[string]any{}, false, "certificate signed by unknown authority"},
+		{"client certificate", mtls.URL, map[string]any{"ca_file": ca.CertFile, "cert_file": clientPair.CertFile, "key_file": clientPair.KeyFile}, true, ""},
+		{"client certificate missing", mtls.URL, map[string]any{"ca_file": ca.CertFile}, false, "certificate required"},
+		{"client certificate from another CA", mtls.URL, map[string]any{"ca_file": ca.CertFile, "cert_file": strangerPair.CertFile, "key_file": strangerPair.KeyFile}, false, "remote error: tls:"},
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -433,6 +446,9 @@ func TestTLS(t *testing.T) {
 			}
 			if !c.wantOK && !errors.Is(err, plugins.ErrUnavailable) {
 				t.Fatalf("Acquire = %+v, %v; want ErrUnavailable", res, err)
+			}
+			if !c.wantOK && !strings.Contains(err.Error(), c.cause) {
+				t.Fatalf("Acquire = %v; want it to fail on %q", err, c.cause)
 			}
 		})
 	}

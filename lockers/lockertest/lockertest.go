@@ -265,6 +265,16 @@ func testFrozen(t *testing.T, l plugins.Locker, g string) {
 	if res, err := l.Acquire(ctx, plugins.AcquireRequest{Group: g2, Slots: 1, Holder: plugins.Holder{ID: "n1"}}); err != nil || res.Granted || !res.State.Frozen {
 		t.Fatalf("Acquire in a frozen new group = %+v, %v; want refused with the frozen state", res, err)
 	}
+	// The freeze did not create the group: once thawed, the first grant
+	// sets the slot count.
+	if err := l.Thaw(ctx, g2); err != nil {
+		t.Fatalf("Thaw: %v", err)
+	}
+	if res := mustGrant(t, l, g2, "n1", 2); res.State.Slots != 2 || res.State.Frozen {
+		t.Fatalf("first grant after thaw = %+v, want 2 slots, not frozen", res.State)
+	}
+	mustGrant(t, l, g2, "n2", 2)
+	mustDeny(t, l, g2, "n3", 2)
 }
 
 func testSetSlots(t *testing.T, l plugins.Locker, g string) {
@@ -280,6 +290,11 @@ func testSetSlots(t *testing.T, l plugins.Locker, g string) {
 		t.Fatalf("SetSlots returned slots %d", st.Slots)
 	}
 	wantHolders(t, st, "n1", "n2", "n3")
+	if st := status(t, l, g); st.Slots != 1 {
+		t.Fatalf("status after SetSlots(1) = %+v, want 1 slot", st)
+	} else {
+		wantHolders(t, st, "n1", "n2", "n3")
+	}
 	mustDeny(t, l, g, "n4", 3)
 	release(t, l, g, "n1")
 	release(t, l, g, "n2")
@@ -341,12 +356,14 @@ func testStaleReclaim(t *testing.T, l plugins.Locker, g string) {
 				if len(res.Reclaimed) != 0 {
 					t.Fatalf("reclaimed %v, want none", res.Reclaimed)
 				}
+				wantHolders(t, res.State, "dead", "forever")
 				wantHolders(t, st, "dead", "forever")
 				return
 			}
 			if len(res.Reclaimed) != 1 || res.Reclaimed[0].ID != "dead" || !res.Reclaimed[0].Deadline.Equal(stale.Deadline) {
 				t.Fatalf("reclaimed = %+v, want the dead holder", res.Reclaimed)
 			}
+			wantHolders(t, res.State, "forever", "new")
 			wantHolders(t, st, "forever", "new")
 		})
 	}
@@ -462,7 +479,14 @@ func testConcurrent(t *testing.T, l plugins.Locker, g string) {
 	wantHolders(t, status(t, l, g), got...)
 }
 
-func testInvalid(t *testing.T, l plugins.Locker, g string) {
+func testInvalid(t *testing.T, l plugins.Locker, g string) { InvalidArguments(t, l, g) }
+
+// InvalidArguments checks that every call with an empty group or holder id,
+// and SetSlots with a negative count, fails with ErrInvalidArgument. A
+// backend's test may also run it on a locker whose store is unreachable: the
+// check must come before any request, so the answer is the same.
+func InvalidArguments(t *testing.T, l plugins.Locker, g string) {
+	t.Helper()
 	ctx := Ctx(t)
 	cases := []struct {
 		name string
@@ -476,8 +500,14 @@ func testInvalid(t *testing.T, l plugins.Locker, g string) {
 			_, err := l.Acquire(ctx, plugins.AcquireRequest{Group: g, Slots: 1})
 			return err
 		}},
+		{"release empty group", func() error { return l.Release(ctx, plugins.ReleaseRequest{ID: "n1"}) }},
 		{"release empty id", func() error { return l.Release(ctx, plugins.ReleaseRequest{Group: g}) }},
 		{"status empty group", func() error { _, err := l.Status(ctx, ""); return err }},
+		{"wait empty group", func() error { _, err := l.Wait(ctx, "", 1); return err }},
+		{"set slots empty group", func() error { _, err := l.SetSlots(ctx, "", 1); return err }},
+		{"set slots negative", func() error { _, err := l.SetSlots(ctx, g, -1); return err }},
+		{"freeze empty group", func() error { return l.Freeze(ctx, plugins.FreezeRequest{Reason: "r", By: "t"}) }},
+		{"thaw empty group", func() error { return l.Thaw(ctx, "") }},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -1,9 +1,11 @@
 // Package semaphore holds the storage-independent part of offpeak's
 // key-value lockers (etcd and Consul): the airlock-compatible semaphore value
 // {"total_slots":N,"holders":[...]}, the records offpeak keeps beside it
-// (holder metadata, the freeze marker, reclaim events) and the pure decision
-// an Acquire makes from a snapshot of them. The backends only read a
-// snapshot, call Plan, and write the plan with one compare-and-swap.
+// (holder metadata, the freeze marker, reclaim events) and their layout under
+// a group's key prefix, the pure decision an Acquire makes from a snapshot of
+// them, and the operations built on that (Ops): argument checks, the
+// compare-and-swap retry loop and logging. A backend provides only a Store:
+// one consistent read of a group and one atomic conditional write.
 package semaphore
 
 import (
@@ -11,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"slices"
 	"sort"
@@ -37,6 +40,27 @@ func AirlockKey(group string) string {
 
 // EscapeSegment makes a group or id safe to use as one key segment.
 func EscapeSegment(s string) string { return url.QueryEscape(s) }
+
+// Layout of offpeak's records under a group's key prefix (both backends use
+// it; only the prefix and the semaphore's key differ):
+//
+//	holders/<id>             plugins.Holder as JSON
+//	frozen                   Frozen as JSON
+//	events/<unixnano>-<id>   Event as JSON
+const (
+	HoldersDir = "holders/"
+	FrozenKey  = "frozen"
+	eventsDir  = "events/"
+)
+
+// HolderKey is the relative key of id's metadata.
+func HolderKey(id string) string { return HoldersDir + EscapeSegment(id) }
+
+// EventKey is the relative key of an event about id at t: sortable by time,
+// unique per holder.
+func EventKey(t time.Time, id string) string {
+	return fmt.Sprintf("%s%020d-%s", eventsDir, t.UnixNano(), EscapeSegment(id))
+}
 
 // ValidateName checks a group name or node id: non-empty, bounded, printable.
 func ValidateName(kind, s string) error {
@@ -131,12 +155,7 @@ func (v *Value) Marshal() ([]byte, error) {
 		return nil, err
 	}
 	fmt.Fprintf(&buf, `{"total_slots":%d,"holders":%s`, v.TotalSlots, h)
-	keys := make([]string, 0, len(v.Extra))
-	for k := range v.Extra {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(v.Extra)) {
 		kb, err := json.Marshal(k)
 		if err != nil {
 			return nil, err
@@ -152,17 +171,11 @@ func (v *Value) Marshal() ([]byte, error) {
 
 // Clone returns a deep copy.
 func (v *Value) Clone() *Value {
-	c := &Value{TotalSlots: v.TotalSlots, Holders: slices.Clone(v.Holders)}
-	if c.Holders == nil {
-		c.Holders = []string{}
+	hs := slices.Clone(v.Holders)
+	if hs == nil {
+		hs = []string{}
 	}
-	if v.Extra != nil {
-		c.Extra = make(map[string]json.RawMessage, len(v.Extra))
-		for k, x := range v.Extra {
-			c.Extra[k] = x
-		}
-	}
-	return c
+	return &Value{TotalSlots: v.TotalSlots, Holders: hs, Extra: maps.Clone(v.Extra)}
 }
 
 // Has reports whether id holds a slot.
@@ -197,8 +210,8 @@ type Frozen struct {
 	At     time.Time `json:"at,omitzero"`
 }
 
-// ParseFrozen decodes a freeze marker.
-func ParseFrozen(b []byte) (*Frozen, error) {
+// parseFrozen decodes a freeze marker.
+func parseFrozen(b []byte) (*Frozen, error) {
 	var f Frozen
 	if err := json.Unmarshal(b, &f); err != nil {
 		return nil, fmt.Errorf("%w: freeze marker: %w", ErrMalformed, err)
@@ -206,8 +219,8 @@ func ParseFrozen(b []byte) (*Frozen, error) {
 	return &f, nil
 }
 
-// ParseHolder decodes a holder metadata record and checks it belongs to id.
-func ParseHolder(id string, b []byte) (plugins.Holder, error) {
+// parseHolder decodes a holder metadata record and checks it belongs to id.
+func parseHolder(id string, b []byte) (plugins.Holder, error) {
 	var h plugins.Holder
 	if err := json.Unmarshal(b, &h); err != nil {
 		return plugins.Holder{}, fmt.Errorf("%w: metadata of holder %q: %w", ErrMalformed, id, err)
@@ -227,23 +240,63 @@ type Event struct {
 	Holder plugins.Holder `json:"holder"`
 }
 
-// EventSuffix is the key suffix of an event: sortable by time, unique per holder.
-func EventSuffix(t time.Time, id string) string {
-	return fmt.Sprintf("%020d-%s", t.UnixNano(), EscapeSegment(id))
-}
-
 // Snapshot is one consistent read of a group.
 type Snapshot struct {
 	Sem    *Value                    // nil: the semaphore does not exist yet
 	Meta   map[string]plugins.Holder // holder metadata by id; may hold ids not in Sem
 	Frozen *Frozen                   // nil: not frozen
+	// Version is the store's version of the semaphore key, which a guarded
+	// Write compares (etcd's key version, Consul's ModifyIndex); 0: absent.
+	Version uint64
+	// Revision is the store revision of the read, LockState.Revision.
+	Revision uint64
+}
+
+// SetSem decodes the semaphore value read at version.
+func (s *Snapshot) SetSem(b []byte, version uint64) error {
+	v, err := Parse(b)
+	if err != nil {
+		return err
+	}
+	s.Sem, s.Version = v, version
+	return nil
+}
+
+// AddRecord decodes one of offpeak's records; rel is its key relative to the
+// group's prefix. Keys outside the layout (events included) are ignored.
+func (s *Snapshot) AddRecord(rel string, b []byte) error {
+	if rel == FrozenKey {
+		f, err := parseFrozen(b)
+		if err != nil {
+			return err
+		}
+		s.Frozen = f
+		return nil
+	}
+	seg, ok := strings.CutPrefix(rel, HoldersDir)
+	if !ok || seg == "" || strings.Contains(seg, "/") {
+		return nil
+	}
+	id, err := url.QueryUnescape(seg)
+	if err != nil {
+		return nil
+	}
+	h, err := parseHolder(id, b)
+	if err != nil {
+		return err
+	}
+	if s.Meta == nil {
+		s.Meta = map[string]plugins.Holder{}
+	}
+	s.Meta[id] = h
+	return nil
 }
 
 // State builds the public view: the semaphore's ids merged with metadata.
 // Ids without metadata (written by airlock or a FleetLock client) carry only
 // their ID.
-func (s Snapshot) State(group string, revision uint64) plugins.LockState {
-	st := plugins.LockState{Group: group, Holders: []plugins.Holder{}, Revision: revision}
+func (s Snapshot) State(group string) plugins.LockState {
+	st := plugins.LockState{Group: group, Holders: []plugins.Holder{}, Revision: s.Revision}
 	if s.Sem != nil {
 		st.Slots = int(s.Sem.TotalSlots)
 		for _, id := range s.Sem.Holders {
@@ -285,12 +338,13 @@ type Plan struct {
 // Writes reports whether the plan changes anything.
 func (p Plan) Writes() bool { return p.Sem != nil || p.Granted }
 
-// Apply returns the snapshot after p is applied to s.
-func (p Plan) Apply(s Snapshot) Snapshot {
-	out := Snapshot{Sem: s.Sem, Frozen: s.Frozen, Meta: make(map[string]plugins.Holder, len(s.Meta)+1)}
-	for k, v := range s.Meta {
-		out.Meta[k] = v
-	}
+// Apply returns the snapshot after p is applied to s and landed at
+// revision.
+func (p Plan) Apply(s Snapshot, revision uint64) Snapshot {
+	out := s
+	out.Revision = revision
+	out.Meta = make(map[string]plugins.Holder, len(s.Meta)+1)
+	maps.Copy(out.Meta, s.Meta)
 	if p.Sem != nil {
 		out.Sem = p.Sem
 	}
@@ -303,7 +357,8 @@ func (p Plan) Apply(s Snapshot) Snapshot {
 	return out
 }
 
-// Decide plans an Acquire. now is req.Now or the locker's clock.
+// Decide plans an Acquire. now is req.Now or the locker's clock. The
+// request's group and holder id are assumed valid (see Ops.Acquire).
 //
 // Rules: an existing holder is always granted and its record refreshed,
 // even in a frozen group. A frozen group grants nobody new and reclaims
@@ -311,26 +366,22 @@ func (p Plan) Apply(s Snapshot) Snapshot {
 // after now is removed, whether or not the requester then fits. A new
 // holder is added only while the holders number fewer than total_slots.
 func Decide(s Snapshot, req plugins.AcquireRequest, now time.Time) (Plan, error) {
-	if err := ValidateName("group", req.Group); err != nil {
-		return Plan{}, err
-	}
-	if err := ValidateName("holder id", req.Holder.ID); err != nil {
-		return Plan{}, err
-	}
 	id := req.Holder.ID
 	h := req.Holder
-	if h.AcquiredAt.IsZero() {
-		if old, ok := s.Meta[id]; ok && s.Sem != nil && s.Sem.Has(id) && !old.AcquiredAt.IsZero() {
-			h.AcquiredAt = old.AcquiredAt
-		} else {
-			h.AcquiredAt = now
-		}
-	}
 	if s.Sem != nil && s.Sem.Has(id) {
+		if h.AcquiredAt.IsZero() {
+			h.AcquiredAt = now
+			if old, ok := s.Meta[id]; ok && !old.AcquiredAt.IsZero() {
+				h.AcquiredAt = old.AcquiredAt
+			}
+		}
 		return Plan{Granted: true, Holder: h}, nil
 	}
 	if s.Frozen != nil {
 		return Plan{Frozen: true}, nil
+	}
+	if h.AcquiredAt.IsZero() {
+		h.AcquiredAt = now
 	}
 	var sem *Value
 	if s.Sem == nil {
@@ -342,8 +393,9 @@ func Decide(s Snapshot, req plugins.AcquireRequest, now time.Time) (Plan, error)
 		sem = s.Sem.Clone()
 	}
 	var p Plan
-	if req.ReclaimStale {
-		for _, hid := range slices.Clone(sem.Holders) {
+	if req.ReclaimStale && s.Sem != nil {
+		// sem is a clone, so the snapshot's list is safe to range over.
+		for _, hid := range s.Sem.Holders {
 			m, ok := s.Meta[hid]
 			if !ok || m.Deadline.IsZero() || now.Before(m.Deadline) {
 				continue
@@ -364,20 +416,7 @@ func Decide(s Snapshot, req plugins.AcquireRequest, now time.Time) (Plan, error)
 	return p, nil
 }
 
-// StaleReason is the event reason for a reclaimed holder.
-func StaleReason(h plugins.Holder, now time.Time) string {
+// staleReason is the event reason for a reclaimed holder.
+func staleReason(h plugins.Holder, now time.Time) string {
 	return fmt.Sprintf("stale: deadline %s passed (now %s)", h.Deadline.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
-}
-
-// TrimPrefix strips a key prefix and unescapes the remaining segment.
-func TrimPrefix(key, prefix string) (string, bool) {
-	rest, ok := strings.CutPrefix(key, prefix)
-	if !ok || rest == "" || strings.Contains(rest, "/") {
-		return "", false
-	}
-	s, err := url.QueryUnescape(rest)
-	if err != nil {
-		return "", false
-	}
-	return s, true
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,6 +83,14 @@ func TestDecide(t *testing.T) {
 			req: plugins.AcquireRequest{ReclaimStale: true, Now: t0}, writesSem: true, reclaimed: []string{"old"}},
 		{name: "no metadata never stale", snap: Snapshot{Sem: sem(1, "x"), Meta: meta},
 			req: plugins.AcquireRequest{ReclaimStale: true, Now: t0.Add(1000 * time.Hour)}},
+		{name: "new holder acquired now", snap: Snapshot{Sem: sem(2, "x")}, granted: true, writesSem: true, wantAcquireAt: t0},
+		{name: "refresh keeps the first acquired-at", snap: Snapshot{Sem: sem(1, "me"), Meta: map[string]plugins.Holder{"me": {ID: "me", AcquiredAt: t0.Add(-time.Hour)}}},
+			req: plugins.AcquireRequest{Now: t0}, granted: true, wantAcquireAt: t0.Add(-time.Hour)},
+		{name: "refresh without metadata acquired now", snap: Snapshot{Sem: sem(1, "me")}, granted: true, wantAcquireAt: t0},
+		{name: "acquired-at given by the request wins", snap: Snapshot{Sem: sem(1, "me"), Meta: map[string]plugins.Holder{"me": {ID: "me", AcquiredAt: t0.Add(-time.Hour)}}},
+			req: plugins.AcquireRequest{Holder: plugins.Holder{AcquiredAt: t0.Add(time.Minute)}}, granted: true, wantAcquireAt: t0.Add(time.Minute)},
+		{name: "stale metadata of a non-holder is not its acquired-at", snap: Snapshot{Sem: sem(2), Meta: map[string]plugins.Holder{"me": {ID: "me", AcquiredAt: t0.Add(-time.Hour)}}},
+			granted: true, writesSem: true, wantAcquireAt: t0},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -113,6 +122,15 @@ func TestDecide(t *testing.T) {
 			}
 			if p.Granted && p.Holder.AcquiredAt.IsZero() {
 				t.Fatal("granted holder has no acquired-at")
+			}
+			if !c.wantAcquireAt.IsZero() && !p.Holder.AcquiredAt.Equal(c.wantAcquireAt) {
+				t.Fatalf("acquired-at = %s, want %s", p.Holder.AcquiredAt, c.wantAcquireAt)
+			}
+			if p.Granted && (p.Holder.ID != "me" || (p.Sem != nil && !p.Sem.Has("me"))) {
+				t.Fatalf("granted plan = %+v, want the requester added", p)
+			}
+			if !p.Granted && p.Sem != nil && p.Sem.Has("me") {
+				t.Fatalf("refused plan adds the requester: %+v", p.Sem)
 			}
 			if c.snap.Sem != nil && p.Sem == c.snap.Sem {
 				t.Fatal("plan aliases the snapshot's semaphore")
@@ -162,4 +180,47 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("airlock cannot decode %s: %v", out, err)
 		}
 	})
+}
+
+func TestAddRecord(t *testing.T) {
+	var s Snapshot
+	for _, c := range []struct{ rel, value string }{
+		{"holders/a%2Fb", `{"id":"a/b","hostname":"h"}`},
+		{"frozen", `{"reason":"r","by":"op"}`},
+		{"events/00000000000000000001-a", `not even json`},
+		{"holders/x/y", `nope`},
+		{"holders/", `nope`},
+		{"holders/%zz", `nope`},
+		{"unrelated", `nope`},
+	} {
+		if err := s.AddRecord(c.rel, []byte(c.value)); err != nil {
+			t.Fatalf("AddRecord(%s): %v", c.rel, err)
+		}
+	}
+	if len(s.Meta) != 1 || s.Meta["a/b"].Hostname != "h" || s.Frozen == nil || s.Frozen.By != "op" {
+		t.Fatalf("snapshot = %+v", s)
+	}
+	for _, c := range []struct{ rel, value string }{
+		{"holders/a", `{"id":"b"}`},
+		{"holders/a", `[`},
+		{"frozen", `"yes"`},
+	} {
+		if err := s.AddRecord(c.rel, []byte(c.value)); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("AddRecord(%s, %s) = %v, want ErrMalformed", c.rel, c.value, err)
+		}
+	}
+	if err := s.SetSem([]byte(`{"total_slots":1,"holders":["z"]}`), 7); err != nil || s.Version != 7 || !s.Sem.Has("z") {
+		t.Fatalf("SetSem = %v, snapshot %+v", err, s)
+	}
+	if err := s.SetSem([]byte(`{}`), 8); !errors.Is(err, ErrMalformed) || s.Version != 7 {
+		t.Fatalf("SetSem of a bad value = %v, version %d", err, s.Version)
+	}
+}
+
+func TestEventKeySortsByTime(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	a, b := EventKey(t0, "z"), EventKey(t0.Add(time.Nanosecond), "a")
+	if a >= b || !strings.HasPrefix(a, "events/") || !strings.HasSuffix(EventKey(t0, "a/b"), "-a%2Fb") {
+		t.Fatalf("EventKey: %s, %s", a, b)
+	}
 }
