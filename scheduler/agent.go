@@ -660,7 +660,9 @@ func (a *Agent) checkOnce(ctx context.Context, h policy.Health, node plugins.Nod
 	defer cancel()
 	res, err := hc.Check(c, plugins.CheckRequest{Name: h.Name, Phase: plugins.Phase(h.Phase), Node: node, Config: cfg})
 	switch {
-	case c.Err() != nil && ctx.Err() == nil:
+	case ctx.Err() == nil && (c.Err() != nil || errors.Is(err, context.DeadlineExceeded)):
+		// A plugin host may give up a moment before the deadline it
+		// forwards; either way the check ran out of its time.
 		return string(plugins.Error), fmt.Sprintf("timed out after %s", policy.FormatDuration(timeout))
 	case err != nil:
 		return string(plugins.Error), err.Error()
