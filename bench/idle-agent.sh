@@ -7,6 +7,7 @@ secs=${1:-60}
 cd "$(dirname "$0")/.."
 tmp=$(mktemp -d)
 trap 'kill $agent $base 2>/dev/null || true; rm -rf "$tmp"' EXIT
+trap 'exit 1' HUP INT TERM PIPE
 go build -o "$tmp/offpeak" ./cmd/offpeak
 
 field() { awk -v k="$2:" '$1==k {print $2}' "/proc/$1/status"; }
