@@ -1,12 +1,17 @@
 # offpeak: build, test and install.
 #
-#   make                      build ./build/offpeak
+#   make                      build ./build/offpeak and ./build/offpeak-simulate
 #   make test                 go test -race ./... (what CI runs)
 #   make install DESTDIR=/tmp/pkg PREFIX=/usr
 #
-# install puts the binary, the systemd units (ExecStart= pointing at the
+# install puts the binaries, the systemd units (ExecStart= pointing at the
 # installed binary), man pages and bash/zsh/fish completions below
 # $(DESTDIR)$(PREFIX). Man pages honour SOURCE_DATE_EPOCH.
+#
+# The binaries are static (CGO_ENABLED=0: Go's own DNS resolver and
+# /etc/passwd lookups), so one build runs on any distribution's userland and
+# the idle agent does not map libc. offpeak-simulate is separate because it
+# links an embedded etcd server that hosts do not need.
 
 GO          ?= go
 PREFIX      ?= /usr
@@ -19,8 +24,10 @@ ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/site-functions
 FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 BUILDDIR    ?= build
 GOFLAGS_BUILD ?= -trimpath
+CGO_ENABLED ?= 0
 
 BIN   := $(BUILDDIR)/offpeak
+SIM   := $(BUILDDIR)/offpeak-simulate
 UNITS := $(wildcard contrib/systemd/*.service contrib/systemd/*.timer) contrib/fleetlock/offpeak-fleetlock.service
 
 .PHONY: all build docs completions install test vet timer clean
@@ -29,11 +36,12 @@ all: build
 
 # Always hand the build to go: it knows when the binary is up to date.
 build:
-	$(GO) build $(GOFLAGS_BUILD) -o $(BIN) ./cmd/offpeak
+	CGO_ENABLED=$(CGO_ENABLED) $(GO) build $(GOFLAGS_BUILD) -o $(BIN) ./cmd/offpeak
+	CGO_ENABLED=$(CGO_ENABLED) $(GO) build $(GOFLAGS_BUILD) -o $(SIM) ./cmd/offpeak-simulate
 
-docs: build
+docs:
 	rm -rf $(BUILDDIR)/man
-	$(BIN) docs man $(BUILDDIR)/man/man1
+	$(GO) run ./tools/gendocs man $(BUILDDIR)/man/man1
 
 completions: build
 	mkdir -p $(BUILDDIR)/completions
@@ -43,6 +51,7 @@ completions: build
 
 install: build docs completions
 	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/offpeak
+	install -D -m 0755 $(SIM) $(DESTDIR)$(BINDIR)/offpeak-simulate
 	install -d $(DESTDIR)$(UNITDIR)
 	for u in $(UNITS); do \
 		sed 's|/usr/bin/offpeak|$(BINDIR)/offpeak|g' $$u > $(DESTDIR)$(UNITDIR)/$$(basename $$u) && \

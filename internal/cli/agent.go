@@ -29,7 +29,7 @@ func newAgentCmd(a *App) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			pol, err := a.loadPolicy(f.policyPath)
+			pol, err := a.LoadPolicy(f.policyPath)
 			if err != nil {
 				return err
 			}
@@ -55,7 +55,7 @@ func newAgentCmd(a *App) *cobra.Command {
 						return
 					case <-hup:
 						opsRT.Reloading()
-						np, err := a.loadPolicy(f.policyPath)
+						np, err := a.LoadPolicy(f.policyPath)
 						if err == nil {
 							err = rt.agent.Reload(np)
 						}
@@ -104,7 +104,7 @@ func newCheckCmd(a *App) *cobra.Command {
 			"Exits 0 whatever the decision; non-zero only on an error.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output, "text", "json"); err != nil {
+			if err := CheckOutput(output, "text", "json"); err != nil {
 				return err
 			}
 			if now != "" {
@@ -117,7 +117,7 @@ func newCheckCmd(a *App) *cobra.Command {
 				f.clock = fc
 				a.Now = func() time.Time { return t }
 			}
-			pol, err := a.loadPolicy(f.policyPath)
+			pol, err := a.LoadPolicy(f.policyPath)
 			if err != nil {
 				return err
 			}
@@ -140,7 +140,7 @@ func newCheckCmd(a *App) *cobra.Command {
 				return err
 			}
 			if output == "json" {
-				return writeJSON(a.Stdout, r)
+				return WriteJSON(a.Stdout, r)
 			}
 			printResult(a, r)
 			return nil
@@ -213,7 +213,7 @@ func newStatusCmd(a *App) *cobra.Command {
 		Short: "Show what the agent decided last and why",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output, "text", "json"); err != nil {
+			if err := CheckOutput(output, "text", "json"); err != nil {
 				return err
 			}
 			st, path, err := a.readState()
@@ -229,7 +229,7 @@ func newStatusCmd(a *App) *cobra.Command {
 				out.SlotSince = &s
 			}
 			if output == "json" {
-				return writeJSON(a.Stdout, out)
+				return WriteJSON(a.Stdout, out)
 			}
 			fmt.Fprintf(a.Stdout, "as of %s (%s)\n", st.Last.Time.Format(time.RFC3339), path)
 			printResult(a, *st.Last)

@@ -230,3 +230,21 @@ func TestStatusWithoutState(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
 }
+
+// Without offpeak-simulate next to offpeak or on $PATH, `offpeak simulate`
+// says where it looked and how to build it.
+func TestSimulateWithoutCompanion(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	exe := filepath.Join(t.TempDir(), "offpeak")
+	var out, errb bytes.Buffer
+	a := &App{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Now: time.Now, Exe: exe}
+	code := a.Run(context.Background(), []string{"simulate", "--nodes", "5"})
+	for _, want := range []string{"offpeak-simulate is not installed", "next to " + exe, "go build -o DIR ./cmd/offpeak-simulate"} {
+		if !strings.Contains(errb.String(), want) {
+			t.Errorf("stderr lacks %q: %s", want, errb.String())
+		}
+	}
+	if code != 2 {
+		t.Fatalf("exit %d, want 2", code)
+	}
+}

@@ -37,13 +37,13 @@ func (a *App) policyOptions(path string) policy.Options {
 	}
 }
 
-// loadPolicy loads the policy named by --policy, or the search order.
-func (a *App) loadPolicy(path string) (*policy.Policy, error) {
+// LoadPolicy loads the policy named by --policy, or the search order.
+func (a *App) LoadPolicy(path string) (*policy.Policy, error) {
 	return policy.Load(a.policyOptions(path))
 }
 
-// checkOutput validates an --output value.
-func checkOutput(v string, allowed ...string) error {
+// CheckOutput validates an --output value.
+func CheckOutput(v string, allowed ...string) error {
 	for _, a := range allowed {
 		if v == a {
 			return nil
@@ -52,7 +52,8 @@ func checkOutput(v string, allowed ...string) error {
 	return fmt.Errorf("--output must be one of %s, not %q", strings.Join(allowed, ", "), v)
 }
 
-func writeJSON(w io.Writer, v any) error {
+// WriteJSON prints v as indented JSON, the format of every --output json.
+func WriteJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)

@@ -76,7 +76,7 @@ endpoints = ["http://%s"]
 	rb := &recordingRebooter{}
 	app := &App{Root: root, Rebooter: rb, Now: clock.Now, Exe: os.Args[0], Stdout: os.Stdout, Stderr: os.Stderr}
 	app.Logger = newLogger(io.Discard, "error")
-	p, err := app.loadPolicy(pol)
+	p, err := app.LoadPolicy(pol)
 	if err != nil {
 		t.Fatal(err)
 	}

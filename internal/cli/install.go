@@ -24,7 +24,7 @@ func (f *installFlags) check() error {
 	if f.disk == "" {
 		return errors.New("--disk is required")
 	}
-	return checkOutput(f.output, "text", "json")
+	return CheckOutput(f.output, "text", "json")
 }
 
 // newInstallCmd is the native GPT A/B installer: `offpeak install` writes
@@ -80,7 +80,7 @@ verity.usr=/usr= PARTUUID=… or PARTLABEL=… on /proc/cmdline.`,
 				return err
 			}
 			if f.output == "json" {
-				return writeJSON(a.Stdout, res)
+				return WriteJSON(a.Stdout, res)
 			}
 			fmt.Fprintf(a.Stdout, "installed %d bytes into %s (partition %d, PARTUUID %s) on %s\n",
 				res.Bytes, res.Passive.Label, res.Passive.Index, res.Passive.PARTUUID, res.Disk)
@@ -121,7 +121,7 @@ func newInstallRepairCmd(a *App, f *installFlags) *cobra.Command {
 				return err
 			}
 			if f.output == "json" {
-				return writeJSON(a.Stdout, map[string]any{"disk": f.disk, "repaired": fixed != nil, "problems": fixed})
+				return WriteJSON(a.Stdout, map[string]any{"disk": f.disk, "repaired": fixed != nil, "problems": fixed})
 			}
 			if fixed == nil {
 				fmt.Fprintf(a.Stdout, "%s: both GPT copies are valid; nothing to repair\n", f.disk)
@@ -151,7 +151,7 @@ func newInstallStateCmd(a *App, f *installFlags, use, short string, op stateOp) 
 				return err
 			}
 			if f.output == "json" {
-				return writeJSON(a.Stdout, st)
+				return WriteJSON(a.Stdout, st)
 			}
 			printState(a.Stdout, st)
 			return nil

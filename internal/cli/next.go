@@ -29,7 +29,7 @@ func newNextCmd(a *App) *cobra.Command {
 			"blackouts cut out. A reboot may begin from start until reboot_until (end minus cutoff).",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output, "text", "json"); err != nil {
+			if err := CheckOutput(output, "text", "json"); err != nil {
 				return err
 			}
 			if count < 1 {
@@ -43,7 +43,7 @@ func newNextCmd(a *App) *cobra.Command {
 				}
 				at = t
 			}
-			p, err := a.loadPolicy(policyPath)
+			p, err := a.LoadPolicy(policyPath)
 			if err != nil {
 				return err
 			}
@@ -60,7 +60,7 @@ func newNextCmd(a *App) *cobra.Command {
 						RebootUntil: w.RebootUntil.Format(time.RFC3339), Timezone: w.Location.String(),
 					})
 				}
-				return writeJSON(a.Stdout, out)
+				return WriteJSON(a.Stdout, out)
 			}
 			if len(ws) == 0 {
 				fmt.Fprintln(a.Stdout, "no window within the next six years")

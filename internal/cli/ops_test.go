@@ -297,7 +297,7 @@ func TestCoordinatorConfModes(t *testing.T) {
 			}
 			var logs syncBuffer
 			a := &App{Root: root, Now: time.Now, Logger: newLogger(&logs, "debug")}
-			pol, err := a.loadPolicy("")
+			pol, err := a.LoadPolicy("")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -318,7 +318,7 @@ func TestCoordinatorConfModes(t *testing.T) {
 // nil runtime (offpeak check) is safe to use.
 func TestOpsRuntimeWithoutMetrics(t *testing.T) {
 	a := &App{Root: t.TempDir(), Now: time.Now, Logger: newLogger(io.Discard, "error")}
-	pol, err := a.loadPolicy("")
+	pol, err := a.LoadPolicy("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,7 +347,7 @@ func TestOpsRuntimeWithoutMetrics(t *testing.T) {
 
 func TestOpsRuntimeWrapsLockerWithMetrics(t *testing.T) {
 	a := &App{Root: t.TempDir(), Now: time.Now, Logger: newLogger(io.Discard, "error")}
-	pol, err := a.loadPolicy("")
+	pol, err := a.LoadPolicy("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -413,7 +413,7 @@ grace = "1m"
 	clock.SetAutoAdvance(true)
 	rb := &recordingRebooter{}
 	a := &App{Root: root, Rebooter: rb, Stdout: io.Discard, Stderr: io.Discard, Now: clock.Now, Exe: os.Args[0], Logger: newLogger(io.Discard, "error")}
-	pol, err := a.loadPolicy(polPath)
+	pol, err := a.LoadPolicy(polPath)
 	if err != nil {
 		t.Fatal(err)
 	}

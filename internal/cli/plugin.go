@@ -125,10 +125,10 @@ func newPluginsCmd(a *App) *cobra.Command {
 			"version and whether they completed a handshake. Pins from the policy apply.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output, "text", "json"); err != nil {
+			if err := CheckOutput(output, "text", "json"); err != nil {
 				return err
 			}
-			pol, err := a.loadPolicy(policyPath)
+			pol, err := a.LoadPolicy(policyPath)
 			if err != nil {
 				a.Logger.Warn("policy not loaded; listing without its pins", "error", err)
 				pol = nil
@@ -146,7 +146,7 @@ func newPluginsCmd(a *App) *cobra.Command {
 				infos = []pluginhost.PluginInfo{}
 			}
 			if output == "json" {
-				return writeJSON(a.Stdout, infos)
+				return WriteJSON(a.Stdout, infos)
 			}
 			return writePluginTable(a, infos)
 		},

@@ -19,7 +19,7 @@ func newPolicyCmd(a *App) *cobra.Command {
 		Short: "Check the policy; exit 1 with one line per error (FILE:LINE: key: message)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			p, err := a.loadPolicy(policyPath)
+			p, err := a.LoadPolicy(policyPath)
 			if err != nil {
 				var errs policy.Errors
 				if errors.As(err, &errs) {
@@ -46,10 +46,10 @@ func newPolicyCmd(a *App) *cobra.Command {
 		Short: "Print the effective policy after merging every file",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output, "toml", "json"); err != nil {
+			if err := CheckOutput(output, "toml", "json"); err != nil {
 				return err
 			}
-			p, err := a.loadPolicy(showPath)
+			p, err := a.LoadPolicy(showPath)
 			if err != nil {
 				return err
 			}
@@ -61,7 +61,7 @@ func newPolicyCmd(a *App) *cobra.Command {
 				}
 			}
 			if output == "json" {
-				return writeJSON(a.Stdout, redacted)
+				return WriteJSON(a.Stdout, redacted)
 			}
 			var buf bytes.Buffer
 			if len(p.Sources) == 0 {

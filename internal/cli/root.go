@@ -65,7 +65,17 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 
 // Run executes one command line.
 func (a *App) Run(ctx context.Context, args []string) int {
-	root := a.NewRootCmd()
+	return a.execute(ctx, a.NewRootCmd(), args)
+}
+
+// RunCommand runs cmd as the root of a companion binary (offpeak-simulate):
+// it gets offpeak's global flags, logging and exit statuses.
+func (a *App) RunCommand(ctx context.Context, cmd *cobra.Command, args []string) int {
+	a.setupRoot(cmd)
+	return a.execute(ctx, cmd, args)
+}
+
+func (a *App) execute(ctx context.Context, root *cobra.Command, args []string) int {
 	root.SetArgs(args)
 	root.SetIn(a.Stdin)
 	root.SetOut(a.Stdout)
@@ -77,12 +87,12 @@ func (a *App) Run(ctx context.Context, args []string) int {
 	var ee *ExitError
 	if errors.As(err, &ee) {
 		if ee.Err != nil && !errors.Is(ee.Err, errSilent) {
-			fmt.Fprintln(a.Stderr, "offpeak:", ee.Err)
+			fmt.Fprintf(a.Stderr, "%s: %v\n", root.Name(), ee.Err)
 		}
 		return ee.Code
 	}
 	if !errors.Is(err, errSilent) {
-		fmt.Fprintln(a.Stderr, "offpeak:", err)
+		fmt.Fprintf(a.Stderr, "%s: %v\n", root.Name(), err)
 	}
 	return 2
 }
@@ -90,24 +100,29 @@ func (a *App) Run(ctx context.Context, args []string) int {
 // NewRootCmd builds the command tree.
 func (a *App) NewRootCmd() *cobra.Command {
 	root := &cobra.Command{
-		Use:           "offpeak",
-		Short:         "Reboot hosts only inside maintenance windows, holding a cluster slot, after health checks",
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			if a.Logger == nil {
-				a.Logger = newLogger(a.Stderr, a.LogLevel)
-			}
-			if a.Now == nil {
-				a.Now = time.Now
-			}
-			return nil
-		},
+		Use:   "offpeak",
+		Short: "Reboot hosts only inside maintenance windows, holding a cluster slot, after health checks",
+	}
+	a.setupRoot(root)
+	a.addCommands(root)
+	return root
+}
+
+// setupRoot gives a root command offpeak's global flags and per-run setup.
+func (a *App) setupRoot(root *cobra.Command) {
+	root.SilenceUsage = true
+	root.SilenceErrors = true
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		if a.Logger == nil {
+			a.Logger = newLogger(a.Stderr, a.LogLevel)
+		}
+		if a.Now == nil {
+			a.Now = time.Now
+		}
+		return nil
 	}
 	root.PersistentFlags().StringVar(&a.Root, "root", a.Root, "treat DIR as / for every file offpeak reads or writes (also $"+paths.EnvRoot+")")
 	root.PersistentFlags().StringVar(&a.LogLevel, "log-level", cmp.Or(a.LogLevel, "info"), "debug, info, warn or error")
-	a.addCommands(root)
-	return root
 }
 
 func newLogger(w io.Writer, level string) *slog.Logger {
@@ -132,7 +147,6 @@ func (a *App) addCommands(root *cobra.Command) {
 	root.AddCommand(newPluginCmd(a))
 	root.AddCommand(newPluginsCmd(a))
 	root.AddCommand(newSystemdCmd(a))
-	root.AddCommand(newDocsCmd(a))
 	root.AddCommand(newLocksCmd(a))
 	root.AddCommand(newFleetlockCmd(a))
 	root.AddCommand(newInstallCmd(a))

@@ -77,7 +77,7 @@ func (n *simNode) start() {
 	if n.rt != nil {
 		n.rt.Close()
 	}
-	pol, err := n.app.loadPolicy(n.policy)
+	pol, err := n.app.LoadPolicy(n.policy)
 	if err != nil {
 		n.t.Fatal(err)
 	}
@@ -283,7 +283,7 @@ request_timeout = "1s"
 			rb := &recordingRebooter{}
 			app := &App{Root: root, Rebooter: rb, Now: clock.Now, Exe: os.Args[0], Stdout: os.Stdout, Stderr: os.Stderr}
 			app.Logger = newLogger(io.Discard, "error")
-			p, err := app.loadPolicy(pol)
+			p, err := app.LoadPolicy(pol)
 			if err != nil {
 				t.Fatal(err)
 			}

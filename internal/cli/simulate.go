@@ -1,166 +1,89 @@
 package cli
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
-
-	"github.com/offpeak/offpeak/internal/simulate"
 )
 
-type simulateFlags struct {
-	policyPath, locker, baseline, compare, from, until, faults, output, svg string
-	nodes, groups, slots, rounds                                            int
-	rebootTime, rebootJitter, pollInterval                                  time.Duration
-	seed                                                                    uint64
-}
+// SimulateBinary is the companion binary that implements `offpeak simulate`.
+// The simulator links an embedded etcd server, which would add about 10 MB
+// to the binary every host runs and most of that to the idle agent's
+// resident memory, so it ships as a separate binary.
+const SimulateBinary = "offpeak-simulate"
 
+// newSimulateCmd runs offpeak-simulate with the arguments as given; its own
+// --help documents the flags.
 func newSimulateCmd(a *App) *cobra.Command {
-	var f simulateFlags
-	cmd := &cobra.Command{
-		Use:   "simulate",
+	return &cobra.Command{
+		Use:   "simulate [flags]",
 		Short: "Simulate a fleet rollout on virtual time with the real scheduler and locker",
-		Long: `Simulate a rollout: N real agents in one process, each with its own fake clock and
-in-memory state, all staged at --from, against a real locker (a file directory, or
-an embedded etcd on loopback). Node i is in group i mod --groups. A reboot takes
---reboot-time (plus up to --reboot-jitter), then the node boots, passes its post-boot
-checks after the policy's grace and gives its slot back; a freed slot wakes the nodes
-waiting in that group at once, as the agent's watch does.
+		Long: `Simulate a rollout of N real agents against a real locker on virtual time, and
+report the makespan against the ideal, slot hand-offs and an invariant report.
 
---baseline fleetlock-poll runs the same fleet as FleetLock clients of an offpeak
-FleetLock server (HTTP on loopback, backed by the chosen locker), without a watch:
-waiting nodes ask again every --poll-interval. --compare fleetlock-poll runs the
-baseline after the main run and prints both side by side.
-
-The report gives the makespan (first staged to last node confirmed) against the ideal
-(ceil(nodes/slots) cycles of reboot time + grace packed greedily into the windows),
-slot hand-off gaps, reboots per window, the most holders an independent watcher saw
-per group, lock requests per node, and an invariant report; any violation exits 1.
-
-` + simulate.FaultsHelp,
-		Example: `  offpeak simulate --policy examples/weeknights.toml --nodes 1000 --slots 10 --reboot-time 2m --locker etcd --compare fleetlock-poll
-  offpeak simulate --policy examples/weeknights.toml --nodes 1000 --slots 10 --locker etcd --rounds 5 \
-      --faults kill=0.05,outage=30m@2,postboot-fail=0.02,clockjump=10m@3 --svg chaos.svg`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.runSimulate(cmd, f)
+This runs the separate binary ` + SimulateBinary + ` (found next to offpeak, then on
+$PATH) with the same arguments; "make" builds both. See "` + SimulateBinary + ` --help"
+for the flags.`,
+		Example:            `  offpeak simulate --policy examples/weeknights.toml --nodes 1000 --slots 10 --reboot-time 2m --locker etcd --compare fleetlock-poll`,
+		DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.runCompanion(cmd, SimulateBinary, args)
 		},
 	}
-	fl := cmd.Flags()
-	fl.StringVar(&f.policyPath, "policy", "", "policy file (default: the search order, or the built-in default)")
-	fl.IntVar(&f.nodes, "nodes", 100, "number of nodes")
-	fl.IntVar(&f.groups, "groups", 1, "number of groups; node i is in group i mod groups")
-	fl.IntVar(&f.slots, "slots", 0, "slots per group (default: the policy's lock.slots)")
-	fl.DurationVar(&f.rebootTime, "reboot-time", 2*time.Minute, "how long a reboot takes, request to boot")
-	fl.DurationVar(&f.rebootJitter, "reboot-jitter", 0, "add a uniform random 0..DUR to each reboot")
-	fl.StringVar(&f.locker, "locker", "", "file or etcd (default: the policy's lock.plugin when it is one of them, else file)")
-	fl.StringVar(&f.baseline, "baseline", "", "run the baseline instead: fleetlock-poll")
-	fl.StringVar(&f.compare, "compare", "", "run this baseline after the main run and compare: fleetlock-poll")
-	fl.DurationVar(&f.pollInterval, "poll-interval", simulate.DefaultPollInterval, "how often a FleetLock client asks again (baseline)")
-	fl.StringVar(&f.from, "from", "", "when the update is staged (RFC 3339; default an hour before the first window after 2026-06-01)")
-	fl.StringVar(&f.until, "until", "", "stop the simulation at this instant (RFC 3339; default when every node is confirmed)")
-	fl.StringVar(&f.faults, "faults", "", "faults to inject, e.g. kill=0.05,outage=30m@2,postboot-fail=0.02,clockjump=10m@3 (see above)")
-	fl.Uint64Var(&f.seed, "seed", 1, "random seed; a seed gives one result")
-	fl.IntVar(&f.rounds, "rounds", 1, "stage the update this many times, each round after the previous one finished")
-	fl.StringVarP(&f.output, "output", "o", "text", "text or json")
-	fl.StringVar(&f.svg, "svg", "", "write a timeline of the (main) run to this SVG file")
-	return cmd
 }
 
-func (a *App) runSimulate(cmd *cobra.Command, f simulateFlags) error {
-	if err := checkOutput(f.output, "text", "json"); err != nil {
-		return err
-	}
-	if f.baseline != "" && f.compare != "" {
-		return errors.New("--baseline and --compare exclude each other")
-	}
-	for _, v := range []struct{ flag, val string }{{"--baseline", f.baseline}, {"--compare", f.compare}} {
-		if v.val != "" && v.val != simulate.BaselineFleetlockPoll {
-			return fmt.Errorf("%s must be %s, not %q", v.flag, simulate.BaselineFleetlockPoll, v.val)
-		}
-	}
-	p, err := a.loadPolicy(f.policyPath)
+// runCompanion runs a companion binary with args, stdio passed through,
+// and exits with its status. A SIGINT or SIGTERM that cancels the context
+// reaches the child as SIGTERM, so it can stop and report.
+func (a *App) runCompanion(cmd *cobra.Command, name string, args []string) error {
+	path, err := a.findCompanion(name)
 	if err != nil {
 		return err
 	}
-	faults, err := simulate.ParseFaults(f.faults)
-	if err != nil {
-		return fmt.Errorf("--faults: %w", err)
-	}
-	cfg := simulate.Config{
-		Policy: p, PolicyName: policyName(f.policyPath), Nodes: f.nodes, Groups: f.groups, Slots: f.slots,
-		RebootTime: f.rebootTime, RebootJitter: f.rebootJitter, Locker: f.locker, Baseline: f.baseline,
-		PollInterval: f.pollInterval, Faults: faults, Seed: f.seed, Rounds: f.rounds, Logger: a.Logger,
-	}
-	if cfg.Locker == "" && (p.Lock.Plugin == "file" || p.Lock.Plugin == "etcd") {
-		cfg.Locker = p.Lock.Plugin
-	}
-	for _, v := range []struct {
-		flag string
-		val  string
-		dst  *time.Time
-	}{{"--from", f.from, &cfg.From}, {"--until", f.until, &cfg.Until}} {
-		if v.val == "" {
-			continue
+	c := exec.CommandContext(cmd.Context(), path, args...)
+	c.Stdin, c.Stdout, c.Stderr = a.Stdin, a.Stdout, a.Stderr
+	c.Cancel = func() error { return c.Process.Signal(syscall.SIGTERM) }
+	c.WaitDelay = 30 * time.Second
+	err = c.Run()
+	var exitErr *exec.ExitError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &exitErr):
+		code := exitErr.ExitCode()
+		if ws, ok := exitErr.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			code = 128 + int(ws.Signal())
 		}
-		t, err := time.Parse(time.RFC3339, v.val)
-		if err != nil {
-			return fmt.Errorf("%s: want RFC 3339 such as 2026-06-01T23:00:00Z: %w", v.flag, err)
-		}
-		*v.dst = t
+		// The child has reported its own error.
+		return &ExitError{Code: code, Err: errSilent}
+	default:
+		return fmt.Errorf("%s: %w", path, err)
 	}
-	ctx := cmd.Context()
-	main, err := simulate.Run(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	if f.svg != "" {
-		var buf bytes.Buffer
-		if err := main.WriteSVG(&buf); err != nil {
-			return fmt.Errorf("--svg: %w", err)
-		}
-		if err := os.WriteFile(f.svg, buf.Bytes(), 0o644); err != nil {
-			return fmt.Errorf("--svg: %w", err)
-		}
-	}
-	violations := main.Violations
-	if f.compare == "" {
-		if f.output == "json" {
-			err = writeJSON(a.Stdout, main)
-		} else {
-			err = main.WriteText(a.Stdout)
-		}
-	} else {
-		bcfg := cfg
-		bcfg.Baseline = f.compare
-		base, berr := simulate.Run(ctx, bcfg)
-		if berr != nil {
-			return fmt.Errorf("baseline: %w", berr)
-		}
-		c := simulate.Comparison{Offpeak: main, Baseline: base}
-		violations = c.Violations()
-		if f.output == "json" {
-			err = writeJSON(a.Stdout, c)
-		} else {
-			err = c.WriteText(a.Stdout)
-		}
-	}
-	if err != nil {
-		return err
-	}
-	if violations > 0 {
-		return &ExitError{Code: 1, Err: fmt.Errorf("%d invariant violation(s)", violations)}
-	}
-	return nil
 }
 
-func policyName(path string) string {
-	if path == "" {
-		return "(search order)"
+// findCompanion looks for name next to the running offpeak binary, then on
+// $PATH.
+func (a *App) findCompanion(name string) (string, error) {
+	exe, err := a.exe()
+	if err == nil {
+		p := filepath.Join(filepath.Dir(exe), name)
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
 	}
-	return path
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	where := "on $PATH"
+	if exe != "" {
+		where = "next to " + exe + " and on $PATH"
+	}
+	return "", fmt.Errorf("%s is not installed (looked %s): build it with \"make\" or \"go build -o DIR ./cmd/%s\", or run \"go run ./cmd/%s\"",
+		name, where, name, name)
 }

@@ -39,7 +39,7 @@ func newSystemdTimerCmd(a *App) *cobra.Command {
 			"  offpeak systemd timer > /etc/systemd/system/offpeak.timer",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			pol, err := a.loadPolicy(policyPath)
+			pol, err := a.LoadPolicy(policyPath)
 			if err != nil {
 				return err
 			}
@@ -148,7 +148,7 @@ func (a *App) postBootGate(ctx context.Context, policyPath string, poll time.Dur
 				// No agent: run the post-boot phase here, holding the lock
 				// so an agent started meanwhile waits for us.
 				defer release()
-				pol, err := a.loadPolicy(policyPath)
+				pol, err := a.LoadPolicy(policyPath)
 				if err != nil {
 					return err
 				}

@@ -65,7 +65,7 @@ func (a *App) lockerConfig(pol *policy.Policy) (json.RawMessage, error) {
 
 // openLocker returns the policy's locker served through the plugin path.
 func (a *App) openLocker(ctx context.Context, policyPath string) (plugins.Locker, *policy.Policy, func(), error) {
-	pol, err := a.loadPolicy(policyPath)
+	pol, err := a.LoadPolicy(policyPath)
 	if err != nil {
 		return nil, nil, nil, err
 	}
