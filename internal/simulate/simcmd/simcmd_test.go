@@ -102,6 +102,15 @@ func TestOffpeakSimulateRunsCompanion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A policy found through --root, which offpeak passes on: its 3 slots
+	// show in the report.
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "etc/offpeak"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "etc/offpeak/policy.toml"), []byte("[lock]\nslots = 3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name    string
 		args    []string
@@ -111,7 +120,7 @@ func TestOffpeakSimulateRunsCompanion(t *testing.T) {
 	}{
 		{"report", []string{"simulate", "--log-level", "warn", "--policy", policy, "--nodes", "6", "--slots", "2",
 			"--locker", "file", "--compare", "fleetlock-poll", "--output", "json"}, 0, `"baseline"`, ""},
-		{"global flag before the command", []string{"--root", t.TempDir(), "simulate", "--policy", policy, "--nodes", "2", "--output", "json"}, 0, `"makespan"`, ""},
+		{"global flag before the command", []string{"--root", root, "simulate", "--nodes", "4", "--output", "json"}, 0, `"slots_per_group": 3`, ""},
 		{"help is the companion's", []string{"simulate", "--help"}, 0, "--reboot-jitter", ""},
 		{"its error and status", []string{"simulate", "--policy", policy, "--faults", "kill=3"}, 2, "", "offpeak-simulate: --faults"},
 	} {
