@@ -9,12 +9,12 @@ import (
 	"testing"
 )
 
-// loopDevice attaches img as a loop block device with the given logical
-// sector size, or skips when this machine cannot (no root, no loop driver).
-func loopDevice(t *testing.T, img string, sectorSize string) string {
+// loopDevice attaches img as a loop block device with extra losetup
+// options, or skips when this machine cannot (no root, no loop driver).
+func loopDevice(t *testing.T, img string, opts ...string) string {
 	t.Helper()
 	requireTools(t, "losetup")
-	out, err := exec.Command("losetup", "--find", "--show", "--sector-size", sectorSize, img).CombinedOutput()
+	out, err := exec.Command("losetup", append(append([]string{"--find", "--show"}, opts...), img)...).CombinedOutput()
 	if err != nil {
 		t.Skipf("cannot attach a loop device here (needs root and the loop driver): %v %s", err, out)
 	}
@@ -41,7 +41,7 @@ func TestBlockDevice4KSectors(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	mine := loopDevice(t, mineFile, "4096")
+	mine := loopDevice(t, mineFile, "--sector-size", "4096")
 	run(t, "sgdisk", "-U", "11111111-2222-3333-4444-555555555555",
 		"-n", "1:0:+8M", "-t", "1:EF00", "-u", "1:00000000-0000-0000-0000-000000000001", "-c", "1:EFI-SYSTEM",
 		"-n", "3:0:+16M", "-t", "3:"+usrTypeStr, "-u", "3:00000000-0000-0000-0000-000000000003", "-c", "3:USR-A",
@@ -56,7 +56,7 @@ func TestBlockDevice4KSectors(t *testing.T) {
 	if err := os.WriteFile(theirFile, src, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	their := loopDevice(t, theirFile, "4096")
+	their := loopDevice(t, theirFile, "--sector-size", "4096")
 
 	d, err := OpenDisk(ctxT(t), mine, false)
 	if err != nil {

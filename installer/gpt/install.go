@@ -118,6 +118,9 @@ func Install(ctx context.Context, o Options) (Result, error) {
 		return Result{}, fmt.Errorf("%w: %s is booted but not marked good, so %s may be the only working slot; mark it good first or force",
 			ErrBootedNotGood, p.booted.Name, p.passive.Name)
 	}
+	if err := d.partitionInUse(p.passive.Index, p.passive.Name); err != nil {
+		return Result{}, err
+	}
 
 	src, size := o.Image, o.Size
 	if src == nil {
