@@ -197,17 +197,7 @@ func (a *Agent) Step(ctx context.Context) (Result, error) {
 		}
 	}
 	err := a.step(ctx, now, &r)
-	r.Phase = a.st.Phase
-	r.HoldingSlot = a.st.holding() && a.st.Phase != PhaseAcquiring
-	if !a.st.LastReboot.IsZero() {
-		lr := a.st.LastReboot
-		r.LastReboot = &lr
-	}
-	for _, h := range a.pol.Health {
-		if c, ok := a.st.Checks[h.Name]; ok {
-			r.Checks = append(r.Checks, c)
-		}
-	}
+	a.complete(&r)
 	last := r
 	a.st.Last = &last
 	if serr := a.save(); serr != nil && err == nil {
@@ -218,6 +208,40 @@ func (a *Agent) Step(ctx context.Context) (Result, error) {
 		a.opts.Observer.Observe(r)
 	}
 	return r, err
+}
+
+// complete fills in what a result reports about the agent's state.
+func (a *Agent) complete(r *Result) {
+	r.Phase = a.st.Phase
+	r.HoldingSlot = a.st.holding() && a.st.Phase != PhaseAcquiring
+	r.LastReboot = nil
+	if !a.st.LastReboot.IsZero() {
+		lr := a.st.LastReboot
+		r.LastReboot = &lr
+	}
+	r.Checks = nil
+	for _, h := range a.pol.Health {
+		if c, ok := a.st.Checks[h.Name]; ok {
+			r.Checks = append(r.Checks, c)
+		}
+	}
+}
+
+// announce publishes an interim decision while the pass goes on: state.json
+// (what `offpeak status` shows) and the observers (sd_notify STATUS=,
+// metrics, coordinator.conf). The pass's final decision replaces it.
+func (a *Agent) announce(r *Result, decision, format string, args ...any) {
+	a.decide(r, decision, format, args...)
+	interim := *r
+	a.complete(&interim)
+	a.st.Last = &interim
+	if err := a.save(); err != nil {
+		a.log.Warn("could not record the interim decision", "err", err)
+	}
+	a.log.Info("decision", "decision", interim.Decision, "reason", interim.Reason, "phase", interim.Phase, "group", interim.Group)
+	if a.opts.Observer != nil {
+		a.opts.Observer.Observe(interim)
+	}
 }
 
 func (a *Agent) decide(r *Result, decision, format string, args ...any) {
@@ -334,6 +358,12 @@ func (a *Agent) preReboot(ctx context.Context, now time.Time, boot string, r *Re
 	}
 
 	// Warn users, respect inhibitors, and look at the window one last time.
+	// Those waits can take minutes: say what is coming before they start.
+	if warn := a.pol.Reboot.Warn.D(); warn > 0 {
+		a.announce(r, DecisionReboot, "rebooting in %s, logged-in users warned%s", policy.FormatDuration(warn), a.rebootContext(r, lockless))
+	} else {
+		a.announce(r, DecisionReboot, "rebooting%s%s", versionSuffix(det.Version), a.rebootContext(r, lockless))
+	}
 	if warn := a.pol.Reboot.Warn.D(); warn > 0 {
 		if b, ok := a.opts.Rebooter.(Broadcaster); ok {
 			msg := fmt.Sprintf("%s in %s", a.pol.Reboot.Message, policy.FormatDuration(warn))

@@ -504,3 +504,58 @@ func TestRunWakesOnRelease(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+type chanObserver chan scheduler.Result
+
+func (c chanObserver) Observe(r scheduler.Result) { c <- r }
+
+// During the warning delay before a reboot (minutes, with `[reboot] warn`)
+// status, sd_notify, metrics and coordinator.conf already say a reboot is
+// coming, holding the slot, before the reboot is asked for.
+func TestRebootAnnouncedBeforeWarnDelay(t *testing.T) {
+	h := newHarness(t, "2025-06-03T02:10:00Z")
+	n := &node{id: "node-a", staged: true}
+	obs := make(chanObserver, 4)
+	statePath := filepath.Join(t.TempDir(), "state.json")
+	ag := h.agent(n, basePolicy+"[reboot]\nwarn = \"5m\"\n", func(o *scheduler.Options) {
+		o.Observer = obs
+		o.Store = state.File{Path: statePath}
+	})
+	done := make(chan scheduler.Result, 1)
+	go func() {
+		r, err := ag.Step(context.Background())
+		if err != nil {
+			t.Errorf("step: %v", err)
+		}
+		done <- r
+	}()
+
+	interim := <-obs
+	want(t, interim, scheduler.DecisionReboot, "rebooting in 5m, logged-in users warned: window nightly open until 2025-06-03T04:30:00Z, slot held")
+	if !interim.HoldingSlot {
+		t.Error("interim result does not show the slot held")
+	}
+	var st scheduler.State
+	if err := (state.File{Path: statePath}).Load(&st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Last == nil || st.Last.Reason != interim.Reason {
+		t.Fatalf("state.json last = %+v, want the interim decision", st.Last)
+	}
+	if n.rebootCount() != 0 {
+		t.Fatal("rebooted before the warning delay")
+	}
+
+	if err := h.clock.WaitForTimers(t.Context(), 1); err != nil {
+		t.Fatal(err)
+	}
+	h.clock.Advance(5 * time.Minute)
+	final := <-done
+	want(t, final, scheduler.DecisionReboot, "rebooting (2.0)")
+	if got := <-obs; got.Reason != final.Reason {
+		t.Fatalf("observers last saw %q, want the final %q", got.Reason, final.Reason)
+	}
+	if n.rebootCount() != 1 {
+		t.Fatalf("reboots = %d, want 1", n.rebootCount())
+	}
+}
