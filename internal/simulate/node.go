@@ -165,7 +165,7 @@ func (l nodeLocker) Freeze(ctx context.Context, req plugins.FreezeRequest) error
 	}
 	err := l.s.be.agents.Freeze(ctx, req)
 	if err == nil {
-		l.s.onChanged(l.n.group, l.n.clock.Now())
+		l.s.onFreezeChanged(l.n.group, l.n.clock.Now())
 	}
 	return err
 }

@@ -228,6 +228,9 @@ type sim struct {
 	changed   []bool
 	touched   []bool
 	changedAt []time.Time
+	// freezeChanged marks a freeze or thaw, which wakes waiters even
+	// when no slot is free, as the agent's watch filter does.
+	freezeChanged []bool
 	stepping  *node
 
 	lanes      [][]*node
@@ -337,6 +340,7 @@ func newSim(ctx context.Context, cfg Config) (*sim, error) {
 	s.changed = make([]bool, cfg.Groups)
 	s.touched = make([]bool, cfg.Groups)
 	s.changedAt = make([]time.Time, cfg.Groups)
+	s.freezeChanged = make([]bool, cfg.Groups)
 	for g := range s.lanes {
 		s.lanes[g] = make([]*node, cfg.Slots)
 	}
@@ -568,7 +572,15 @@ func (s *sim) afterEvent(n *node) {
 			continue
 		}
 		s.changed[g] = false
+		freeze := s.freezeChanged[g]
+		s.freezeChanged[g] = false
 		if s.cfg.Baseline != "" || s.done {
+			continue
+		}
+		// The agent's watch wakes it only for a change that can matter: a
+		// free slot, or the group frozen or thawed. A grant that fills the
+		// last slot wakes nobody.
+		if !freeze && !s.slotFree(g) {
 			continue
 		}
 		at := s.changedAt[g]
@@ -590,6 +602,23 @@ func (s *sim) afterEvent(n *node) {
 func (s *sim) onChanged(g int, at time.Time) {
 	s.changed[g] = true
 	s.changedAt[g] = at
+}
+
+// onFreezeChanged records a freeze or thaw of group g.
+func (s *sim) onFreezeChanged(g int, at time.Time) {
+	s.onChanged(g, at)
+	s.freezeChanged[g] = true
+}
+
+// slotFree reports whether group g has fewer slot holders than slots.
+func (s *sim) slotFree(g int) bool {
+	held := 0
+	for _, n := range s.lanes[g] {
+		if n != nil {
+			held++
+		}
+	}
+	return held < s.cfg.Slots
 }
 
 func (s *sim) nodeByID(id string) *node {
@@ -728,7 +757,7 @@ func (s *sim) operator(n *node) {
 		}
 	}
 	s.touched[n.group] = true
-	s.onChanged(n.group, s.now)
+	s.onFreezeChanged(n.group, s.now)
 	s.afterEvent(nil)
 }
 
