@@ -372,6 +372,8 @@ func (a *Agent) preReboot(ctx context.Context, now time.Time, boot string, r *Re
 			}
 		}
 		if err := Sleep(ctx, a.opts.Clock, warn); err != nil {
+			// Stopped during the warning: the announced reboot is off.
+			a.decide(r, DecisionBlocked, "reboot not asked for: stopped during the warning delay (%v)", err)
 			return err
 		}
 	}

@@ -559,3 +559,44 @@ func TestRebootAnnouncedBeforeWarnDelay(t *testing.T) {
 		t.Fatalf("reboots = %d, want 1", n.rebootCount())
 	}
 }
+
+// Stopped during the warning delay, the agent does not reboot and its last
+// decision no longer says a reboot is coming.
+func TestStopDuringWarnDelayCancelsAnnouncedReboot(t *testing.T) {
+	h := newHarness(t, "2025-06-03T02:10:00Z")
+	n := &node{id: "node-a", staged: true}
+	obs := make(chanObserver, 4)
+	statePath := filepath.Join(t.TempDir(), "state.json")
+	ag := h.agent(n, basePolicy+"[reboot]\nwarn = \"5m\"\n", func(o *scheduler.Options) {
+		o.Observer = obs
+		o.Store = state.File{Path: statePath}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type stepResult struct {
+		r   scheduler.Result
+		err error
+	}
+	done := make(chan stepResult, 1)
+	go func() {
+		r, err := ag.Step(ctx)
+		done <- stepResult{r, err}
+	}()
+	want(t, <-obs, scheduler.DecisionReboot, "rebooting in 5m")
+	cancel()
+	res := <-done
+	if !errors.Is(res.err, context.Canceled) {
+		t.Fatalf("step error = %v, want context.Canceled", res.err)
+	}
+	want(t, res.r, scheduler.DecisionBlocked, "stopped during the warning delay")
+	var st scheduler.State
+	if err := (state.File{Path: statePath}).Load(&st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Last == nil || st.Last.Decision != scheduler.DecisionBlocked {
+		t.Fatalf("state.json last = %+v, want blocked", st.Last)
+	}
+	if n.rebootCount() != 0 {
+		t.Fatal("rebooted")
+	}
+}
