@@ -10,7 +10,9 @@
 #
 # The binaries are static (CGO_ENABLED=0: Go's own DNS resolver and
 # /etc/passwd lookups), so one build runs on any distribution's userland and
-# the idle agent does not map libc. offpeak-simulate is separate because it
+# the idle agent does not map libc. Go's resolver reads /etc/hosts and
+# resolv.conf but no NSS modules (mDNS .local, sssd): name lock-service
+# endpoints in DNS or /etc/hosts, or build with CGO_ENABLED=1. offpeak-simulate is separate because it
 # links an embedded etcd server that hosts do not need.
 
 GO          ?= go
@@ -63,8 +65,9 @@ install: build docs completions
 	install -D -m 0644 $(BUILDDIR)/completions/_offpeak $(DESTDIR)$(ZSHCOMPDIR)/_offpeak
 	install -D -m 0644 $(BUILDDIR)/completions/offpeak.fish $(DESTDIR)$(FISHCOMPDIR)/offpeak.fish
 
+# The race detector needs cgo, whatever the build uses.
 test:
-	$(GO) test -race ./...
+	CGO_ENABLED=1 $(GO) test -race ./...
 
 vet:
 	$(GO) vet ./...

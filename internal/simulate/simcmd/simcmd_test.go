@@ -7,16 +7,23 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/offpeak/offpeak/internal/cli"
 )
 
+// envDie makes the companion kill itself, as the OOM killer would.
+const envDie = "OFFPEAK_SIMCMD_TEST_DIE"
+
 // Run as offpeak-simulate (through a symlink of that name), the test binary
 // is the companion that `offpeak simulate` looks for.
 func TestMain(m *testing.M) {
 	if filepath.Base(os.Args[0]) == cli.SimulateBinary {
+		if os.Getenv(envDie) == "1" {
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		}
 		os.Exit(Main(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 	}
 	os.Exit(m.Run())
@@ -117,14 +124,20 @@ func TestOffpeakSimulateRunsCompanion(t *testing.T) {
 		code    int
 		wantOut string
 		wantErr string
+		die     bool
 	}{
 		{"report", []string{"simulate", "--log-level", "warn", "--policy", policy, "--nodes", "6", "--slots", "2",
-			"--locker", "file", "--compare", "fleetlock-poll", "--output", "json"}, 0, `"baseline"`, ""},
-		{"global flag before the command", []string{"--root", root, "simulate", "--nodes", "4", "--output", "json"}, 0, `"slots_per_group": 3`, ""},
-		{"help is the companion's", []string{"simulate", "--help"}, 0, "--reboot-jitter", ""},
-		{"its error and status", []string{"simulate", "--policy", policy, "--faults", "kill=3"}, 2, "", "offpeak-simulate: --faults"},
+			"--locker", "file", "--compare", "fleetlock-poll", "--output", "json"}, 0, `"baseline"`, "", false},
+		{"global flag before the command", []string{"--root", root, "simulate", "--nodes", "4", "--output", "json"}, 0, `"slots_per_group": 3`, "", false},
+		{"help is the companion's", []string{"simulate", "--help"}, 0, "--reboot-jitter", "", false},
+		{"its error and status", []string{"simulate", "--policy", policy, "--faults", "kill=3"}, 2, "", "offpeak-simulate: --faults", false},
+		{"flag completion", []string{"__complete", "simulate", "--no"}, 0, "--nodes", "", false},
+		{"killed by a signal", []string{"simulate", "--nodes", "2"}, 128 + 9, "", "offpeak: offpeak-simulate killed by signal killed", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.die {
+				t.Setenv(envDie, "1")
+			}
 			var out, errb bytes.Buffer
 			a := &cli.App{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Now: time.Now, Exe: filepath.Join(bin, "offpeak")}
 			code := a.Run(context.Background(), tc.args)
@@ -134,7 +147,7 @@ func TestOffpeakSimulateRunsCompanion(t *testing.T) {
 			if tc.code == 0 && tc.name == "report" {
 				checkComparison(t, out.String())
 			}
-			if strings.Contains(errb.String(), "offpeak: ") {
+			if !tc.die && strings.Contains(errb.String(), "offpeak: ") {
 				t.Fatalf("offpeak reported the companion's failure again: %s", errb.String())
 			}
 		})
