@@ -358,19 +358,21 @@ func (a *Agent) preReboot(ctx context.Context, now time.Time, boot string, r *Re
 	}
 
 	// Warn users, respect inhibitors, and look at the window one last time.
-	// Those waits can take minutes: say what is coming before they start.
+	// Those waits can take minutes, so each is announced as it starts.
+	version := versionSuffix(det.Version)
 	if warn := a.pol.Reboot.Warn.D(); warn > 0 {
-		a.announce(r, DecisionReboot, "rebooting in %s, logged-in users warned%s", policy.FormatDuration(warn), a.rebootContext(r, lockless))
-	} else {
-		a.announce(r, DecisionReboot, "rebooting%s%s", versionSuffix(det.Version), a.rebootContext(r, lockless))
-	}
-	if warn := a.pol.Reboot.Warn.D(); warn > 0 {
+		warned := ""
 		if b, ok := a.opts.Rebooter.(Broadcaster); ok {
 			msg := fmt.Sprintf("%s in %s", a.pol.Reboot.Message, policy.FormatDuration(warn))
 			if err := b.Broadcast(ctx, msg); err != nil {
 				a.log.Warn("broadcast failed", "err", err)
+				warned = ", warning logged-in users failed"
+			} else {
+				warned = ", logged-in users warned"
 			}
 		}
+		at := a.opts.Clock.Now().Add(warn).Format(time.RFC3339)
+		a.announce(r, DecisionReboot, "rebooting%s at %s after a %s warning%s%s", version, at, policy.FormatDuration(warn), warned, a.rebootContext(r, lockless))
 		if err := Sleep(ctx, a.opts.Clock, warn); err != nil {
 			// Stopped during the warning: the announced reboot is off.
 			a.decide(r, DecisionBlocked, "reboot not asked for: stopped during the warning delay (%v)", err)
@@ -378,7 +380,11 @@ func (a *Agent) preReboot(ctx context.Context, now time.Time, boot string, r *Re
 		}
 	}
 	if gate, ok := a.opts.Rebooter.(InhibitorGate); ok {
-		if err := gate.WaitInhibitors(ctx, a.pol.Reboot.MaxInhibitWait.D()); err != nil {
+		maxWait := a.pol.Reboot.MaxInhibitWait.D()
+		err := gate.WaitInhibitors(ctx, maxWait, func(blockers string) {
+			a.announce(r, DecisionReboot, "rebooting%s when shutdown is no longer inhibited (waiting up to %s); %s", version, policy.FormatDuration(maxWait), blockers)
+		})
+		if err != nil {
 			a.releaseIfHeld(ctx, "shutdown inhibited")
 			a.decide(r, DecisionBlocked, "reboot held back: %v", err)
 			return nil

@@ -507,6 +507,19 @@ func TestRunWakesOnRelease(t *testing.T) {
 
 type chanObserver chan scheduler.Result
 
+// broadcastingNode also warns users, recording whether it did before any
+// observer heard of the reboot.
+type broadcastingNode struct {
+	*node
+	err       error
+	broadcast chan string
+}
+
+func (b broadcastingNode) Broadcast(_ context.Context, msg string) error {
+	b.broadcast <- msg
+	return b.err
+}
+
 func (c chanObserver) Observe(r scheduler.Result) { c <- r }
 
 // During the warning delay before a reboot (minutes, with `[reboot] warn`)
@@ -517,9 +530,11 @@ func TestRebootAnnouncedBeforeWarnDelay(t *testing.T) {
 	n := &node{id: "node-a", staged: true}
 	obs := make(chanObserver, 4)
 	statePath := filepath.Join(t.TempDir(), "state.json")
+	bn := broadcastingNode{node: n, broadcast: make(chan string, 1)}
 	ag := h.agent(n, basePolicy+"[reboot]\nwarn = \"5m\"\n", func(o *scheduler.Options) {
 		o.Observer = obs
 		o.Store = state.File{Path: statePath}
+		o.Rebooter = bn
 	})
 	done := make(chan scheduler.Result, 1)
 	go func() {
@@ -531,7 +546,16 @@ func TestRebootAnnouncedBeforeWarnDelay(t *testing.T) {
 	}()
 
 	interim := <-obs
-	want(t, interim, scheduler.DecisionReboot, "rebooting in 5m, logged-in users warned: window nightly open until 2025-06-03T04:30:00Z, slot held")
+	select {
+	case msg := <-bn.broadcast:
+		if !strings.Contains(msg, "in 5m") {
+			t.Errorf("broadcast %q", msg)
+		}
+	default:
+		t.Fatal("announced users were warned before warning them")
+	}
+	want(t, interim, scheduler.DecisionReboot,
+		"rebooting (2.0) at 2025-06-03T02:15:00Z after a 5m warning, logged-in users warned: window nightly open until 2025-06-03T04:30:00Z, slot held")
 	if !interim.HoldingSlot {
 		t.Error("interim result does not show the slot held")
 	}
@@ -567,9 +591,12 @@ func TestStopDuringWarnDelayCancelsAnnouncedReboot(t *testing.T) {
 	n := &node{id: "node-a", staged: true}
 	obs := make(chanObserver, 4)
 	statePath := filepath.Join(t.TempDir(), "state.json")
+	// A failed warning is not reported as given.
+	bn := broadcastingNode{node: n, err: errors.New("wall: not found"), broadcast: make(chan string, 1)}
 	ag := h.agent(n, basePolicy+"[reboot]\nwarn = \"5m\"\n", func(o *scheduler.Options) {
 		o.Observer = obs
 		o.Store = state.File{Path: statePath}
+		o.Rebooter = bn
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -582,7 +609,7 @@ func TestStopDuringWarnDelayCancelsAnnouncedReboot(t *testing.T) {
 		r, err := ag.Step(ctx)
 		done <- stepResult{r, err}
 	}()
-	want(t, <-obs, scheduler.DecisionReboot, "rebooting in 5m")
+	want(t, <-obs, scheduler.DecisionReboot, "after a 5m warning, warning logged-in users failed")
 	cancel()
 	res := <-done
 	if !errors.Is(res.err, context.Canceled) {

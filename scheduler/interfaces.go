@@ -77,9 +77,9 @@ type Broadcaster interface {
 
 // InhibitorGate waits while something blocks shutdown (a logind "block"
 // inhibitor), up to max, and returns an error naming the blocker when it
-// is still held. Optional.
+// is still held; waiting is told who blocks before it waits. Optional.
 type InhibitorGate interface {
-	WaitInhibitors(ctx context.Context, max time.Duration) error
+	WaitInhibitors(ctx context.Context, max time.Duration, waiting func(blockers string)) error
 }
 
 // Notifier sends events (reboot planned, rebooted, post-boot failed, group

@@ -66,11 +66,16 @@ func TestAgentWaitsForBlockInhibitor(t *testing.T) {
 	h := newHarness(t, "2025-06-03T02:10:00Z")
 	h.clock.SetAutoAdvance(true) // the inhibitor wait runs on the agent's clock
 	n := &node{id: "node-a", staged: true}
+	obs := make(chanObserver, 8)
 	ag := h.agent(n, basePolicy+"[reboot]\nmax_inhibit_wait = \"10m\"\n", func(o *scheduler.Options) {
 		o.Rebooter = &reboot.Rebooter{Logind: logind.New(d.Conn(t)), IgnoreInhibitors: true, Clock: h.clock}
+		o.Observer = obs
 	})
 	r := step(t, ag)
 	want(t, r, scheduler.DecisionBlocked, "backup-job: writing the nightly dump")
+	// While it waited, status said why the reboot had not happened yet.
+	want(t, <-obs, scheduler.DecisionReboot, "rebooting (2.0) when shutdown is no longer inhibited (waiting up to 10m); blocked by inhibitor: backup-job")
+	want(t, <-obs, scheduler.DecisionBlocked, "backup-job")
 	if len(srv.RebootCalls()) != 0 || r.HoldingSlot {
 		t.Fatalf("rebooted %v / holding %v while inhibited", srv.RebootCalls(), r.HoldingSlot)
 	}
@@ -79,6 +84,11 @@ func TestAgentWaitsForBlockInhibitor(t *testing.T) {
 	}
 	srv.SetInhibitors(nil)
 	want(t, step(t, ag), scheduler.DecisionReboot, "rebooting")
+	// Nothing to wait for: one result, no interim one.
+	want(t, <-obs, scheduler.DecisionReboot, "rebooting")
+	if len(obs) != 0 {
+		t.Fatalf("%d more results observed: %+v", len(obs), <-obs)
+	}
 	if got := srv.RebootCalls(); !reflect.DeepEqual(got, []bool{false}) {
 		t.Fatalf("logind Reboot calls %v", got)
 	}

@@ -165,7 +165,7 @@ func (r *Rebooter) Reboot(ctx context.Context) error {
 		if maxWait == 0 {
 			maxWait = DefaultInhibitorMaxWait
 		}
-		if err := r.WaitInhibitors(ctx, maxWait); err != nil {
+		if err := r.WaitInhibitors(ctx, maxWait, nil); err != nil {
 			return err
 		}
 	}
@@ -219,12 +219,13 @@ func (r *Rebooter) Broadcast(ctx context.Context, message string) error {
 // WaitInhibitors returns nil once no "block" inhibitor on shutdown is held,
 // listing again every InhibitorPoll, for at most maxWait (maxWait <= 0 checks
 // once). It returns an *InhibitedError (errors.Is ErrInhibited) if one still
-// blocks at the end. Delay inhibitors are not waited for: logind itself
+// blocks at the end. waiting, when set, is told who blocks each time that
+// changes, before the wait. Delay inhibitors are not waited for: logind itself
 // holds the shutdown for them, bounded by InhibitDelayMaxSec.
 //
 // logind lets root reboot through block inhibitors, so this wait is what
 // makes offpeak respect them.
-func (r *Rebooter) WaitInhibitors(ctx context.Context, maxWait time.Duration) error {
+func (r *Rebooter) WaitInhibitors(ctx context.Context, maxWait time.Duration, waiting func(blockers string)) error {
 	if r.Logind == nil {
 		return nil
 	}
@@ -255,6 +256,9 @@ func (r *Rebooter) WaitInhibitors(ctx context.Context, maxWait time.Duration) er
 		if key := ierr.Error(); key != lastKey {
 			r.log().Info("waiting for inhibitor", "inhibitors", key, "max_wait", maxWait)
 			lastKey = key
+			if waiting != nil {
+				waiting(key)
+			}
 		}
 		if deadline == nil {
 			deadline = r.clock().After(maxWait)

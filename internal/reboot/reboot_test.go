@@ -272,7 +272,7 @@ func TestWaitInhibitorsIgnoresNonBlockingLocks(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			srv.SetInhibitors(tt.list)
 			r := &reboot.Rebooter{Logind: c, Clock: noClock{t}}
-			err := r.WaitInhibitors(testCtx(t), 0) // check once
+			err := r.WaitInhibitors(testCtx(t), 0, nil) // check once
 			if got := errors.Is(err, reboot.ErrInhibited); got != tt.want {
 				t.Fatalf("WaitInhibitors = %v, blocked %v, want %v", err, got, tt.want)
 			}
@@ -375,7 +375,7 @@ func TestHoldShutdownDelayTakesAndReleasesDelayLock(t *testing.T) {
 		t.Fatalf("held = %+v, want %+v", held, want)
 	}
 	// Our own delay lock must not block our own reboot.
-	if err := r.WaitInhibitors(ctx, 0); err != nil {
+	if err := r.WaitInhibitors(ctx, 0, nil); err != nil {
 		t.Fatalf("own delay inhibitor blocks: %v", err)
 	}
 	if err := release(); err != nil {
@@ -429,7 +429,7 @@ func TestExecRunner(t *testing.T) {
 var _ interface {
 	Reboot(ctx context.Context) error
 	Broadcast(ctx context.Context, message string) error
-	WaitInhibitors(ctx context.Context, max time.Duration) error
+	WaitInhibitors(ctx context.Context, max time.Duration, waiting func(string)) error
 } = (*reboot.Rebooter)(nil)
 
 func TestBroadcastRunsWallWithMessageOnStdin(t *testing.T) {
