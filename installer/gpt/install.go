@@ -118,9 +118,6 @@ func Install(ctx context.Context, o Options) (Result, error) {
 		return Result{}, fmt.Errorf("%w: %s is booted but not marked good, so %s may be the only working slot; mark it good first or force",
 			ErrBootedNotGood, p.booted.Name, p.passive.Name)
 	}
-	if err := d.partitionInUse(p.passive.Index, p.passive.Name); err != nil {
-		return Result{}, err
-	}
 
 	src, size := o.Image, o.Size
 	if src == nil {
@@ -140,6 +137,9 @@ func Install(ctx context.Context, o Options) (Result, error) {
 	}
 	ss := int64(t.SectorSize)
 	base, limit := int64(p.passive.FirstLBA)*ss, int64(p.passive.Sectors())*ss
+	if err := d.partitionInUse(p.passive.Name, base, base+limit); err != nil {
+		return Result{}, err
+	}
 	if size > limit {
 		return Result{}, fmt.Errorf("%w: image of %d bytes, %s holds %d", ErrImageTooLarge, size, p.passive.Name, limit)
 	}

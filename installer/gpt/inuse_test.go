@@ -64,6 +64,81 @@ func TestInstallRefusesMountedPassive(t *testing.T) {
 	wantCgpt(t, img, idxB, 2, 1, 0)
 }
 
+// mountAt makes an ext4 filesystem on dev and mounts it on a fresh
+// directory until the test ends, or skips when this machine cannot mount.
+func mountAt(t *testing.T, dev string) string {
+	t.Helper()
+	requireTools(t, "mkfs.ext4", "mount", "umount")
+	run(t, "mkfs.ext4", "-q", "-F", dev)
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", dev, mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount here: %v %s", err, out)
+	}
+	t.Cleanup(func() { run(t, "umount", mnt) })
+	return mnt
+}
+
+// Every other way the kernel can show the passive partition in use is
+// refused too: each case sets up one and names the disk to install to.
+func TestInstallRefusesPassiveInUse(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(t *testing.T, img string) (disk, why string)
+	}{
+		{"loop over the partition's byte range, mounted", func(t *testing.T, img string) (string, string) {
+			b := part(t, img, idxB)
+			loop := loopDevice(t, img, "--offset", fmt.Sprint(b.FirstLBA*512), "--sizelimit", fmt.Sprint(b.Sectors()*512))
+			return img, "mounted at " + mountAt(t, loop)
+		}},
+		{"second loop of the same image, its partition mounted", func(t *testing.T, img string) (string, string) {
+			disk := loopDevice(t, img) // no partition devices of its own
+			other := loopDevice(t, img, "--partscan")
+			return disk, "mounted at " + mountAt(t, partitionNode(t, other, idxB))
+		}},
+		{"loop over the partition device, mounted", func(t *testing.T, img string) (string, string) {
+			disk := loopDevice(t, img, "--partscan")
+			loop := loopDevice(t, partitionNode(t, disk, idxB))
+			return disk, "mounted at " + mountAt(t, loop)
+		}},
+		{"swap on the partition", func(t *testing.T, img string) (string, string) {
+			requireTools(t, "mkswap", "swapon", "swapoff")
+			disk := loopDevice(t, img, "--partscan")
+			pdev := partitionNode(t, disk, idxB)
+			run(t, "mkswap", pdev)
+			if out, err := exec.Command("swapon", pdev).CombinedOutput(); err != nil {
+				t.Skipf("cannot enable swap here: %v %s", err, out)
+			}
+			t.Cleanup(func() { run(t, "swapoff", pdev) })
+			return disk, "in use as swap"
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			img := newImage(t)
+			disk, why := tc.setup(t, img)
+			before := tableArea(t, img)
+			data := imageData(1<<20, 7)
+			_, err := Install(ctxT(t), Options{Target: Target{Disk: disk, Booted: LabelA}, Image: bytes.NewReader(data), SHA256: sha(data)})
+			if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), why) {
+				t.Fatalf("err = %v, want ErrInUse: %s", err, why)
+			}
+			if !bytes.Equal(tableArea(t, img), before) {
+				t.Fatal("partition table changed")
+			}
+		})
+	}
+}
+
+// The active partition's and other partitions' use is no reason to refuse.
+func TestInstallIgnoresOtherPartitionsInUse(t *testing.T) {
+	img := newImage(t)
+	disk := loopDevice(t, img, "--partscan")
+	mountAt(t, partitionNode(t, disk, idxA))
+	data := imageData(1<<20, 7)
+	if _, err := Install(ctxT(t), Options{Target: Target{Disk: disk, Booted: LabelA}, Image: bytes.NewReader(data), SHA256: sha(data)}); err != nil {
+		t.Fatalf("install with the active slot mounted: %v", err)
+	}
+}
+
 // partitionNode tells the kernel about dev's partitions (partx reads the
 // GPT itself, for kernels built without GPT support) and returns the device
 // node of partition n, or skips when this machine shows none.
