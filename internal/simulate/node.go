@@ -66,6 +66,7 @@ type node struct {
 
 	lastDecision string
 	lastPhase    string
+	lastFrozen   bool // the last pass saw the group frozen
 	requests     int
 
 	bootedRound    int
@@ -80,6 +81,13 @@ type node struct {
 	failing   bool
 
 	cycle *cycle // the slot this node holds, as the simulator saw it granted
+}
+
+// watching reports whether the agent loop keeps a watch open after the
+// node's last pass: waiting for a slot, or blocked by a frozen group.
+func (n *node) watching() bool {
+	return n.lastDecision == scheduler.DecisionWaitSlot ||
+		(n.lastDecision == scheduler.DecisionBlocked && n.lastFrozen)
 }
 
 // instance is one agent process; killing it makes every adapter it holds
@@ -165,7 +173,7 @@ func (l nodeLocker) Freeze(ctx context.Context, req plugins.FreezeRequest) error
 	}
 	err := l.s.be.agents.Freeze(ctx, req)
 	if err == nil {
-		l.s.onFreezeChanged(l.n.group, l.n.clock.Now())
+		l.s.onFreezeChanged(l.n.group, l.n.clock.Now(), true)
 	}
 	return err
 }

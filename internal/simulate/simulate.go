@@ -7,8 +7,8 @@
 // rebooter, health checks, a counting locker wrapper); a min-heap orders the
 // events (agent passes, boots, kills, restarts, operator actions, clock
 // jumps) by virtual time and sequence number, so a seed gives one result.
-// A freed slot wakes every node of the group waiting for one at the same
-// instant, as a watch does for the real agent; in the FleetLock-poll
+// A freed slot, or a thaw, wakes the nodes of the group waiting for it at
+// the same instant, as a watch does for the real agent; in the FleetLock-poll
 // baseline nothing wakes them and they ask again at their poll interval.
 package simulate
 
@@ -228,10 +228,9 @@ type sim struct {
 	changed   []bool
 	touched   []bool
 	changedAt []time.Time
-	// freezeChanged marks a freeze or thaw, which wakes waiters even
-	// when no slot is free, as the agent's watch filter does.
-	freezeChanged []bool
-	stepping  *node
+	// frozen is each group's freeze state, as the last freeze or thaw left it.
+	frozen   []bool
+	stepping *node
 
 	lanes      [][]*node
 	pendingRel [][]pendingRelease
@@ -340,7 +339,7 @@ func newSim(ctx context.Context, cfg Config) (*sim, error) {
 	s.changed = make([]bool, cfg.Groups)
 	s.touched = make([]bool, cfg.Groups)
 	s.changedAt = make([]time.Time, cfg.Groups)
-	s.freezeChanged = make([]bool, cfg.Groups)
+	s.frozen = make([]bool, cfg.Groups)
 	for g := range s.lanes {
 		s.lanes[g] = make([]*node, cfg.Slots)
 	}
@@ -540,7 +539,8 @@ func (s *sim) stepNode(n *node) {
 		s.log.Debug("pass failed", "node", n.id, "err", err)
 	}
 	n.lastDecision, n.lastPhase = r.Decision, r.Phase
-	if r.Decision == scheduler.DecisionWaitSlot && s.cfg.Baseline == "" {
+	n.lastFrozen = r.Lock != nil && r.Lock.Frozen
+	if n.watching() && s.cfg.Baseline == "" {
 		// The agent loop opens a watch after such a pass.
 		n.requests++
 		s.watches++
@@ -559,7 +559,7 @@ func (s *sim) stepNode(n *node) {
 }
 
 // afterEvent lets the watcher look at the groups that changed and wakes the
-// nodes waiting for a slot there, as their watch would.
+// nodes watching there whose watch filter lets the change through.
 func (s *sim) afterEvent(n *node) {
 	for g, t := range s.touched {
 		if t {
@@ -572,23 +572,22 @@ func (s *sim) afterEvent(n *node) {
 			continue
 		}
 		s.changed[g] = false
-		freeze := s.freezeChanged[g]
-		s.freezeChanged[g] = false
 		if s.cfg.Baseline != "" || s.done {
 			continue
 		}
-		// The agent's watch wakes it only for a change that can matter: a
-		// free slot, or the group frozen or thawed. A grant that fills the
-		// last slot wakes nobody.
-		if !freeze && !s.slotFree(g) {
-			continue
-		}
+		frozen, free := s.frozen[g], s.slotFree(g)
 		at := s.changedAt[g]
 		if at.Before(s.now) {
 			at = s.now
 		}
 		for _, w := range s.groupNodes[g] {
-			if w == n || w.status != statusUp || w.lastDecision != scheduler.DecisionWaitSlot {
+			if w == n || w.status != statusUp || !w.watching() {
+				continue
+			}
+			// The agent loop's filter: the group frozen or thawed since the
+			// node's pass, a slot it holds, or a free slot in a group not
+			// frozen. A grant that fills the last slot wakes nobody.
+			if w.lastFrozen == frozen && w.cycle == nil && (frozen || !free) {
 				continue
 			}
 			if w.pending && !w.pendingAt.After(at) {
@@ -605,9 +604,9 @@ func (s *sim) onChanged(g int, at time.Time) {
 }
 
 // onFreezeChanged records a freeze or thaw of group g.
-func (s *sim) onFreezeChanged(g int, at time.Time) {
+func (s *sim) onFreezeChanged(g int, at time.Time, frozen bool) {
 	s.onChanged(g, at)
-	s.freezeChanged[g] = true
+	s.frozen[g] = frozen
 }
 
 // slotFree reports whether group g has fewer slot holders than slots.
@@ -757,7 +756,7 @@ func (s *sim) operator(n *node) {
 		}
 	}
 	s.touched[n.group] = true
-	s.onFreezeChanged(n.group, s.now)
+	s.onFreezeChanged(n.group, s.now, false)
 	s.afterEvent(nil)
 }
 

@@ -317,3 +317,71 @@ func TestSVGTimeline(t *testing.T) {
 		}
 	}
 }
+
+// simulateRun runs a simulation and returns its state for inspection.
+func simulateRun(t *testing.T, cfg Config) *sim {
+	t.Helper()
+	if err := cfg.normalise(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	s, err := newSim(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be, err := newBackend(ctx, cfg.Locker, cfg.Baseline, cfg.Slots, cfg.Logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.close()
+	s.be = be
+	if err := s.run(); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// A thaw wakes at once the nodes blocked by the frozen group: the failed
+// holder gives its slot back and a waiter takes it at the thaw instant.
+func TestThawWakesBlockedWaiters(t *testing.T) {
+	p, err := policy.Parse("nightly.toml", []byte(`
+[node]
+group = "web"
+[[window]]
+name = "nightly"
+start = "0 1 * * *"
+duration = "6h"
+timezone = "Europe/Berlin"
+cutoff = "30m"
+`), policy.Options{Now: referenceDate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := simulateRun(t, Config{Policy: p, Nodes: 20, Slots: 2, RebootTime: 3 * time.Minute, Locker: "file",
+		Faults: Faults{PostBootFail: 0.05, ThawAfter: 20 * time.Minute}, Seed: 1})
+	if len(s.failures) != 1 || s.failures[0].thawed.IsZero() {
+		t.Fatalf("failures %+v, want one, thawed", s.failures)
+	}
+	f := s.failures[0]
+	if _, ok := s.cal.Allowed(f.thawed); !ok {
+		t.Fatalf("thaw at %s is outside the window", f.thawed)
+	}
+	var released, granted bool
+	for _, c := range s.cycles {
+		if c.node == f.node && c.failedAt.Equal(f.at) {
+			released = c.released.Equal(f.thawed)
+			if !released {
+				t.Errorf("failed node released its slot at %s, want at the thaw %s", c.released, f.thawed)
+			}
+		}
+		if c.node != f.node && c.acquired.Equal(f.thawed) {
+			granted = true
+		}
+	}
+	if !granted {
+		t.Errorf("no waiter was granted a slot at the thaw %s", f.thawed)
+	}
+	if !s.rounds[0].end.After(f.thawed) {
+		t.Fatalf("the round ended at %s, before the thaw; no waiter left to wake", s.rounds[0].end)
+	}
+}
