@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -73,18 +72,7 @@ slots = 1
 endpoints = ["http://%s"]
 `, proxy.ln.Addr()))
 	clock := fakeClock(t, "2025-06-03T00:00:00Z")
-	rb := &recordingRebooter{}
-	app := &App{Root: root, Rebooter: rb, Now: clock.Now, Exe: os.Args[0], Stdout: os.Stdout, Stderr: os.Stderr}
-	app.Logger = newLogger(io.Discard, "error")
-	p, err := app.LoadPolicy(pol)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rt, err := app.buildAgent(t.Context(), p, agentFlags{clock: clock})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close()
+	rt, rb := agentFromFile(t, root, pol, clock)
 	steps := 0
 	for end := clock.Now().Add(24 * time.Hour); clock.Now().Before(end); clock.Advance(5 * time.Minute) {
 		r, err := rt.agent.Step(t.Context())

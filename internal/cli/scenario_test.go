@@ -129,6 +129,25 @@ func execCheck(name, phase, timeout string, argv ...string) string {
 	return fmt.Sprintf("\n[[health]]\nname = %q\nplugin = \"exec\"\nphase = %q\ntimeout = %q\n[health.config]\nargv = [%s]\n", name, phase, timeout, strings.Join(q, ", "))
 }
 
+// agentFromFile builds the agent of policy file pol below root on clock,
+// with a recording rebooter; it is closed when the test ends.
+func agentFromFile(t *testing.T, root, pol string, clock *scheduler.FakeClock) (*runtime, *recordingRebooter) {
+	t.Helper()
+	rb := &recordingRebooter{}
+	app := &App{Root: root, Rebooter: rb, Now: clock.Now, Exe: os.Args[0], Stdout: os.Stdout, Stderr: os.Stderr}
+	app.Logger = newLogger(io.Discard, "error")
+	p, err := app.LoadPolicy(pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := app.buildAgent(t.Context(), p, agentFlags{clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rt.Close)
+	return rt, rb
+}
+
 func fakeClock(t *testing.T, at string) *scheduler.FakeClock {
 	t.Helper()
 	t0, err := time.Parse(time.RFC3339, at)
@@ -279,19 +298,7 @@ endpoints = ["http://%s"]
 dial_timeout = "1s"
 request_timeout = "1s"
 `, tt.strategy, dead))
-			clock := fakeClock(t, "2025-06-03T02:10:00Z")
-			rb := &recordingRebooter{}
-			app := &App{Root: root, Rebooter: rb, Now: clock.Now, Exe: os.Args[0], Stdout: os.Stdout, Stderr: os.Stderr}
-			app.Logger = newLogger(io.Discard, "error")
-			p, err := app.LoadPolicy(pol)
-			if err != nil {
-				t.Fatal(err)
-			}
-			rt, err := app.buildAgent(t.Context(), p, agentFlags{clock: clock})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer rt.Close()
+			rt, rb := agentFromFile(t, root, pol, fakeClock(t, "2025-06-03T02:10:00Z"))
 			r, err := rt.agent.Step(t.Context())
 			if err != nil || r.Decision != tt.decision || rb.calls != tt.reboots {
 				t.Fatalf("got %s (%s), %d reboots, err %v", r.Decision, r.Reason, rb.calls, err)

@@ -15,6 +15,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 
+	"github.com/offpeak/offpeak/lockers/etcd/etcdembed"
 	"github.com/offpeak/offpeak/lockers/etcd/semaphore"
 )
 
@@ -54,36 +55,13 @@ func tryStartEtcd(ctx context.Context, dir string) (*embed.Etcd, string, error) 
 	}
 	cu := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", cport)}
 	pu := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", pport)}
-	cfg := embed.NewConfig()
-	cfg.Name = "offpeak-simulate"
-	cfg.Dir = dir
-	cfg.ListenClientUrls = []url.URL{cu}
-	cfg.AdvertiseClientUrls = []url.URL{cu}
-	cfg.ListenPeerUrls = []url.URL{pu}
-	cfg.AdvertisePeerUrls = []url.URL{pu}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	cfg.LogLevel = "error"
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	cfg := etcdembed.Config("offpeak-simulate", dir, cu, pu)
 	cfg.UnsafeNoFsync = true
-	e, err := embed.StartEtcd(cfg)
+	e, err := etcdembed.Start(ctx, cfg, 30*time.Second)
 	if err != nil {
 		return nil, "", err
 	}
-	timer := time.NewTimer(30 * time.Second)
-	defer timer.Stop()
-	select {
-	case <-e.Server.ReadyNotify():
-		return e, cu.String(), nil
-	case err := <-e.Err():
-		e.Close()
-		return nil, "", err
-	case <-ctx.Done():
-		e.Close()
-		return nil, "", ctx.Err()
-	case <-timer.C:
-		e.Close()
-		return nil, "", errors.New("not ready within 30s")
-	}
+	return e, cu.String(), nil
 }
 
 func freePort() (int, error) {

@@ -252,23 +252,25 @@ type sim struct {
 
 // Run simulates the rollout and returns its report.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
-	return run(ctx, cfg, nil)
+	rep, _, err := run(ctx, cfg, nil)
+	return rep, err
 }
 
 // run is Run with a hook that may replace the locker the agents use, so
-// tests can check that a broken locker is caught.
-func run(ctx context.Context, cfg Config, wrap func(*backend)) (*Report, error) {
+// tests can check that a broken locker is caught, and the finished
+// simulation for tests to inspect.
+func run(ctx context.Context, cfg Config, wrap func(*backend)) (*Report, *sim, error) {
 	if err := cfg.normalise(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	wallStart := time.Now()
 	s, err := newSim(ctx, cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	be, err := newBackend(ctx, cfg.Locker, cfg.Baseline, cfg.Slots, cfg.Logger)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer be.close()
 	if wrap != nil {
@@ -276,13 +278,12 @@ func run(ctx context.Context, cfg Config, wrap func(*backend)) (*Report, error) 
 	}
 	s.be = be
 	if err := s.run(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := be.settle(ctx); err != nil {
-		return nil, fmt.Errorf("independent watcher: %w", err)
+		return nil, nil, fmt.Errorf("independent watcher: %w", err)
 	}
-	rep := s.report(time.Since(wallStart))
-	return rep, nil
+	return s.report(time.Since(wallStart)), s, nil
 }
 
 func newSim(ctx context.Context, cfg Config) (*sim, error) {

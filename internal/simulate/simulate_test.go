@@ -24,6 +24,26 @@ func weeknights(t *testing.T) *policy.Policy {
 	return p
 }
 
+// longNight is a single 6-hour nightly window: a rollout fits one night, so
+// a run is spent on the rollout rather than on idle passes between windows.
+func longNight(t *testing.T) *policy.Policy {
+	t.Helper()
+	p, err := policy.Parse("nightly.toml", []byte(`
+[node]
+group = "web"
+[[window]]
+name = "nightly"
+start = "0 1 * * *"
+duration = "6h"
+timezone = "Europe/Berlin"
+cutoff = "30m"
+`), policy.Options{Now: referenceDate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func mustRun(t *testing.T, cfg Config) *Report {
 	t.Helper()
 	r, err := Run(context.Background(), cfg)
@@ -84,19 +104,7 @@ func TestChaosKeepsInvariants(t *testing.T) {
 	}
 	// A long nightly window keeps both rounds in one night, so the run is
 	// spent on the rollout rather than on idle passes between windows.
-	p, err := policy.Parse("nightly.toml", []byte(`
-[node]
-group = "web"
-[[window]]
-name = "nightly"
-start = "0 1 * * *"
-duration = "6h"
-timezone = "Europe/Berlin"
-cutoff = "30m"
-`), policy.Options{Now: referenceDate})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := longNight(t)
 	r := mustRun(t, Config{Policy: p, PolicyName: "nightly.toml", Nodes: 60, Groups: 2, Slots: 3,
 		RebootTime: 3 * time.Minute, RebootJitter: 2 * time.Minute, Locker: "etcd", Faults: faults, Seed: 3, Rounds: 2})
 	if r.Violations != 0 {
@@ -196,7 +204,7 @@ func TestBrokenLockerIsCaught(t *testing.T) {
 		{"phantom grant etcd", "etcd", "every reboot by a slot holder", func(l plugins.Locker) plugins.Locker { return phantom{l} }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r, err := run(context.Background(), Config{Policy: weeknights(t), Nodes: 12, Slots: 2,
+			r, _, err := run(context.Background(), Config{Policy: weeknights(t), Nodes: 12, Slots: 2,
 				RebootTime: 2 * time.Minute, Locker: tc.locker, Seed: 1}, func(b *backend) { b.agents = tc.wrap(b.agents) })
 			if err != nil {
 				t.Fatal(err)
@@ -318,47 +326,15 @@ func TestSVGTimeline(t *testing.T) {
 	}
 }
 
-// simulateRun runs a simulation and returns its state for inspection.
-func simulateRun(t *testing.T, cfg Config) *sim {
-	t.Helper()
-	if err := cfg.normalise(); err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	s, err := newSim(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	be, err := newBackend(ctx, cfg.Locker, cfg.Baseline, cfg.Slots, cfg.Logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer be.close()
-	s.be = be
-	if err := s.run(); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
 // A thaw wakes at once the nodes blocked by the frozen group: the failed
 // holder gives its slot back and a waiter takes it at the thaw instant.
 func TestThawWakesBlockedWaiters(t *testing.T) {
-	p, err := policy.Parse("nightly.toml", []byte(`
-[node]
-group = "web"
-[[window]]
-name = "nightly"
-start = "0 1 * * *"
-duration = "6h"
-timezone = "Europe/Berlin"
-cutoff = "30m"
-`), policy.Options{Now: referenceDate})
+	p := longNight(t)
+	_, s, err := run(context.Background(), Config{Policy: p, Nodes: 20, Slots: 2, RebootTime: 3 * time.Minute, Locker: "file",
+		Faults: Faults{PostBootFail: 0.05, ThawAfter: 20 * time.Minute}, Seed: 1}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := simulateRun(t, Config{Policy: p, Nodes: 20, Slots: 2, RebootTime: 3 * time.Minute, Locker: "file",
-		Faults: Faults{PostBootFail: 0.05, ThawAfter: 20 * time.Minute}, Seed: 1})
 	if len(s.failures) != 1 || s.failures[0].thawed.IsZero() {
 		t.Fatalf("failures %+v, want one, thawed", s.failures)
 	}

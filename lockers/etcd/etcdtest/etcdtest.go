@@ -3,6 +3,7 @@
 package etcdtest
 
 import (
+	"context"
 	"fmt"
 	"net/url"
 	"testing"
@@ -10,8 +11,8 @@ import (
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
 
+	"github.com/offpeak/offpeak/lockers/etcd/etcdembed"
 	"github.com/offpeak/offpeak/lockers/lockertest"
 )
 
@@ -42,16 +43,7 @@ func Start(t testing.TB, opt Options) *Server {
 	}
 	cu := url.URL{Scheme: scheme, Host: fmt.Sprintf("127.0.0.1:%d", lockertest.FreePort(t))}
 	pu := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", lockertest.FreePort(t))}
-	cfg := embed.NewConfig()
-	cfg.Name = "offpeak-test"
-	cfg.Dir = dir
-	cfg.ListenClientUrls = []url.URL{cu}
-	cfg.AdvertiseClientUrls = []url.URL{cu}
-	cfg.ListenPeerUrls = []url.URL{pu}
-	cfg.AdvertisePeerUrls = []url.URL{pu}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	cfg.LogLevel = "error"
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	cfg := etcdembed.Config("offpeak-test", dir, cu, pu)
 	// The lowest bcrypt cost keeps password-auth tests fast under -race.
 	cfg.BcryptCost = 4
 	if opt.TLS != nil {
@@ -70,18 +62,9 @@ func Start(t testing.TB, opt Options) *Server {
 
 func (s *Server) start() {
 	s.t.Helper()
-	e, err := embed.StartEtcd(s.cfg)
+	e, err := etcdembed.Start(context.Background(), s.cfg, 30*time.Second)
 	if err != nil {
 		s.t.Fatalf("start etcd: %v", err)
-	}
-	select {
-	case <-e.Server.ReadyNotify():
-	case err := <-e.Err():
-		e.Close()
-		s.t.Fatalf("etcd failed: %v", err)
-	case <-time.After(30 * time.Second):
-		e.Close()
-		s.t.Fatal("etcd did not become ready within 30s")
 	}
 	s.e = e
 }
