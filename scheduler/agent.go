@@ -198,16 +198,23 @@ func (a *Agent) Step(ctx context.Context) (Result, error) {
 	}
 	err := a.step(ctx, now, &r)
 	a.complete(&r)
-	last := r
-	a.st.Last = &last
-	if serr := a.save(); serr != nil && err == nil {
+	if serr := a.publish(r); serr != nil && err == nil {
 		err = serr
 	}
+	return r, err
+}
+
+// publish records r as the last decision (state.json, what `offpeak status`
+// shows), logs it and tells the observer (sd_notify STATUS=, metrics,
+// coordinator.conf). It returns the error of saving the state.
+func (a *Agent) publish(r Result) error {
+	a.st.Last = &r
+	err := a.save()
 	a.log.Info("decision", "decision", r.Decision, "reason", r.Reason, "phase", r.Phase, "group", r.Group)
 	if a.opts.Observer != nil {
 		a.opts.Observer.Observe(r)
 	}
-	return r, err
+	return err
 }
 
 // complete fills in what a result reports about the agent's state.
@@ -227,20 +234,14 @@ func (a *Agent) complete(r *Result) {
 	}
 }
 
-// announce publishes an interim decision while the pass goes on: state.json
-// (what `offpeak status` shows) and the observers (sd_notify STATUS=,
-// metrics, coordinator.conf). The pass's final decision replaces it.
+// announce publishes an interim decision while the pass goes on; the
+// pass's final decision replaces it.
 func (a *Agent) announce(r *Result, decision, format string, args ...any) {
 	a.decide(r, decision, format, args...)
 	interim := *r
 	a.complete(&interim)
-	a.st.Last = &interim
-	if err := a.save(); err != nil {
+	if err := a.publish(interim); err != nil {
 		a.log.Warn("could not record the interim decision", "err", err)
-	}
-	a.log.Info("decision", "decision", interim.Decision, "reason", interim.Reason, "phase", interim.Phase, "group", interim.Group)
-	if a.opts.Observer != nil {
-		a.opts.Observer.Observe(interim)
 	}
 }
 

@@ -49,8 +49,8 @@ type identity struct {
 }
 
 type loopDev struct {
-	dir, key    string
-	offset, max int64
+	dir, key string
+	offset   int64
 }
 
 // partitionInUse reports, as ErrInUse, whether any block device showing
@@ -136,10 +136,8 @@ func (d *Disk) extents() ([]extent, error) {
 	}
 }
 
-func devNum(rdev uint64) string { return fmt.Sprintf("%d:%d", unix.Major(rdev), unix.Minor(rdev)) }
-func blockKey(rdev uint64) string {
-	return "b:" + devNum(rdev)
-}
+func devNum(rdev uint64) string      { return fmt.Sprintf("%d:%d", unix.Major(rdev), unix.Minor(rdev)) }
+func blockKey(rdev uint64) string    { return "b:" + devNum(rdev) }
 func fileKey(dev, ino uint64) string { return fmt.Sprintf("f:%d:%d", dev, ino) }
 
 // listLoops returns the attached loop devices with what backs them.

@@ -12,7 +12,7 @@ import (
 )
 
 // Formats lists what Write can produce.
-var Formats = []string{"man", "markdown"}
+func Formats() []string { return []string{"man", "markdown"} }
 
 // Write writes one page per visible command of root into dir: man pages
 // (section 1, dated by SOURCE_DATE_EPOCH when it is set) or Markdown. No page

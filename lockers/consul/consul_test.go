@@ -157,16 +157,7 @@ func TestMalformedSemaphoreChangesNothing(t *testing.T) {
 				t.Fatal(err)
 			}
 			before := rawGet(t, raw, key)
-			calls := map[string]func() error{
-				"status": func() error { _, err := l.Status(ctx, g); return err },
-				"acquire": func() error {
-					_, err := l.Acquire(ctx, plugins.AcquireRequest{Group: g, Slots: 1, Holder: plugins.Holder{ID: "n1"}})
-					return err
-				},
-				"release":   func() error { return l.Release(ctx, plugins.ReleaseRequest{Group: g, ID: "a"}) },
-				"set-slots": func() error { _, err := l.SetSlots(ctx, g, 5); return err },
-			}
-			for name, call := range calls {
+			for name, call := range lockertest.StateCalls(ctx, l, g) {
 				if err := call(); !errors.Is(err, semaphore.ErrMalformed) || !strings.Contains(err.Error(), key) {
 					t.Fatalf("%s over %s = %v, want ErrMalformed naming the key", name, v, err)
 				}

@@ -222,16 +222,7 @@ func TestMalformedSemaphoreChangesNothing(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, rev := rawGet(t, cli, key)
-			calls := map[string]func() error{
-				"status": func() error { _, err := l.Status(ctx, g); return err },
-				"acquire": func() error {
-					_, err := l.Acquire(ctx, plugins.AcquireRequest{Group: g, Slots: 1, Holder: plugins.Holder{ID: "n1"}})
-					return err
-				},
-				"release":   func() error { return l.Release(ctx, plugins.ReleaseRequest{Group: g, ID: "a"}) },
-				"set-slots": func() error { _, err := l.SetSlots(ctx, g, 5); return err },
-			}
-			for name, call := range calls {
+			for name, call := range lockertest.StateCalls(ctx, l, g) {
 				err := call()
 				if !errors.Is(err, semaphore.ErrMalformed) {
 					t.Fatalf("%s = %v, want ErrMalformed", name, err)

@@ -517,3 +517,17 @@ func InvalidArguments(t *testing.T, l plugins.Locker, g string) {
 		})
 	}
 }
+
+// StateCalls is each Locker call that reads group g's stored state, by name,
+// for tests that plant a bad record and expect every call to refuse it.
+func StateCalls(ctx context.Context, l plugins.Locker, g string) map[string]func() error {
+	return map[string]func() error{
+		"status": func() error { _, err := l.Status(ctx, g); return err },
+		"acquire": func() error {
+			_, err := l.Acquire(ctx, plugins.AcquireRequest{Group: g, Slots: 1, Holder: plugins.Holder{ID: "n1"}})
+			return err
+		},
+		"release":   func() error { return l.Release(ctx, plugins.ReleaseRequest{Group: g, ID: "a"}) },
+		"set-slots": func() error { _, err := l.SetSlots(ctx, g, 5); return err },
+	}
+}

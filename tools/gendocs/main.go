@@ -30,8 +30,8 @@ func main() {
 }
 
 func run(args []string, stderr io.Writer) error {
-	if len(args) != 2 || !slices.Contains(docgen.Formats, args[0]) {
-		return fmt.Errorf("usage: gendocs %s DIR", strings.Join(docgen.Formats, "|"))
+	if len(args) != 2 || !slices.Contains(docgen.Formats(), args[0]) {
+		return fmt.Errorf("usage: gendocs %s DIR", strings.Join(docgen.Formats(), "|"))
 	}
 	return docgen.Write(tree(stderr), args[0], args[1])
 }
