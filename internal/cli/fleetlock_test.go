@@ -11,8 +11,11 @@ import (
 	"testing"
 	"time"
 
+	filelocker "github.com/offpeak/offpeak/lockers/file"
 	"github.com/offpeak/offpeak/lockers/fleetlock"
 	"github.com/offpeak/offpeak/lockers/lockertest"
+	"github.com/offpeak/offpeak/plugins"
+	"github.com/offpeak/offpeak/scheduler"
 )
 
 // serveFleetlockPolicy runs `offpeak fleetlock serve` on a loopback port with
@@ -101,5 +104,78 @@ dir = "/locks"
 		if !strings.HasPrefix(e.Name(), "web.") {
 			t.Errorf("the server created %s for a group its policy does not name", e.Name())
 		}
+	}
+}
+
+// Records written before ids and hostnames were checked may hold control
+// characters; every output escapes them (#14).
+func TestOutputEscapesUnprintable(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "web.json"), `{"total_slots":2,"holders":["n1\u001b]0;owned\u0007","n2"],
+"offpeak_holders":{"n1\u001b]0;owned\u0007":{"id":"n1\u001b]0;owned\u0007","hostname":"h\nn3  forged  -  -"}},
+"revision":3}`)
+	l := filelocker.New(nil)
+	raw, _ := json.Marshal(map[string]any{"dir": dir})
+	if err := l.Configure(context.Background(), raw); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 3, 1, 3, 0, 0, 0, time.UTC)
+	var locks strings.Builder
+	if err := runLocksStatus(context.Background(), &locks, l, "web", "text", now); err != nil {
+		t.Fatal(err)
+	}
+	var status strings.Builder
+	app := &App{Stdout: &status}
+	printResult(app, scheduler.Result{Decision: scheduler.DecisionWaitSlot, Reason: "waiting for slot (2/2 held by n1\x1b]0;owned\x07)",
+		Node: "me", Group: "web", Lock: &scheduler.LockInfo{Slots: 2, Holders: []plugins.Holder{{ID: "n1\x1b]0;owned\x07"}, {ID: "n2\nforged"}}}})
+	for name, out := range map[string]string{"locks status": locks.String(), "status": status.String()} {
+		if strings.ContainsAny(out, "\x1b\x07") {
+			t.Errorf("%s prints raw control characters:\n%q", name, out)
+		}
+		if !strings.Contains(out, `n1\x1b]0;owned\a`) {
+			t.Errorf("%s does not show the escaped id:\n%s", name, out)
+		}
+	}
+	if strings.Contains(locks.String(), "\nn3  forged") {
+		t.Errorf("a hostname forged a row of locks status:\n%s", locks.String())
+	}
+	if strings.Contains(status.String(), "\nforged") {
+		t.Errorf("an id forged a line of status:\n%s", status.String())
+	}
+}
+
+// The FleetLock server refuses control characters in what a client says
+// about itself with a clear 400, whatever the locker behind it (#14).
+func TestFleetlockServeRefusesUnprintable(t *testing.T) {
+	root := t.TempDir()
+	pol := writeFile(t, filepath.Join(root, "fleetlock.toml"), `
+strategy = "etcd-lock"
+[node]
+group = "web"
+[lock]
+plugin = "file"
+slots = 5
+[lock.config]
+dir = "/locks"
+`)
+	url := serveFleetlockPolicy(t, root, pol)
+	bodies := map[string]string{
+		"escape in the id":        `{"client_params":{"id":"n1\u001b]0;owned\u0007","group":"web"}}`,
+		"newline in the id":       `{"client_params":{"id":"n1\nn2","group":"web"}}`,
+		"NUL in the id":           `{"client_params":{"id":"n1\u0000","group":"web"}}`,
+		"newline in the hostname": `{"client_params":{"id":"n1","group":"web"},"offpeak":{"holder":{"hostname":"h\nforged"}}}`,
+		"escape in the boot id":   `{"client_params":{"id":"n1","group":"web"},"offpeak":{"holder":{"boot_id":"\u001b[2J"}}}`,
+	}
+	for name, body := range bodies {
+		t.Run(name, func(t *testing.T) {
+			code, e := postFleetlock(t, url, fleetlock.PathPreReboot, body)
+			if code != http.StatusBadRequest || e.Kind != fleetlock.KindInvalidIdentity || !strings.Contains(e.Value, "control") {
+				t.Fatalf("pre-reboot = %d %+v; want 400 %s naming the control character", code, e, fleetlock.KindInvalidIdentity)
+			}
+		})
+	}
+	b, err := os.ReadFile(filepath.Join(root, "locks", "web.json"))
+	if err == nil && strings.Contains(string(b), "n1") {
+		t.Fatalf("a refused request was stored: %s", b)
 	}
 }

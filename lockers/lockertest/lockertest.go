@@ -49,6 +49,7 @@ func Run(t *testing.T, newLocker func(t *testing.T) plugins.Locker) {
 		{"WaitHonoursContext", testWaitContext},
 		{"ConcurrentAcquireNeverExceedsSlots", testConcurrent},
 		{"InvalidArguments", testInvalid},
+		{"RefusesUnprintable", testUnprintable},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -529,5 +530,46 @@ func StateCalls(ctx context.Context, l plugins.Locker, g string) map[string]func
 		},
 		"release":   func() error { return l.Release(ctx, plugins.ReleaseRequest{Group: g, ID: "a"}) },
 		"set-slots": func() error { _, err := l.SetSlots(ctx, g, 5); return err },
+	}
+}
+
+// Unprintable is a set of names and holder fields a locker must refuse:
+// control characters would forge rows in `offpeak locks status` or retitle
+// an operator's terminal.
+var Unprintable = map[string]string{
+	"escape":     "n1\x1b]0;owned\x07",
+	"newline":    "n1\nn2    web-2    2026-01-01T00:00:00Z",
+	"NUL":        "n1\x00",
+	"CSI":        "n1\x1b[2J",
+	"C1 control": "n1\u009b2J",
+	"bad UTF-8":  "n1\xff",
+}
+
+func testUnprintable(t *testing.T, l plugins.Locker, g string) {
+	ctx := Ctx(t)
+	for name, bad := range Unprintable {
+		t.Run(name, func(t *testing.T) {
+			reqs := map[string]plugins.AcquireRequest{
+				"id":       {Group: g, Slots: 1, Holder: plugins.Holder{ID: bad}},
+				"group":    {Group: g + bad, Slots: 1, Holder: plugins.Holder{ID: "n1"}},
+				"hostname": {Group: g, Slots: 1, Holder: plugins.Holder{ID: "n1", Hostname: bad}},
+				"boot id":  {Group: g, Slots: 1, Holder: plugins.Holder{ID: "n1", BootID: bad}},
+				"version":  {Group: g, Slots: 1, Holder: plugins.Holder{ID: "n1", Version: bad}},
+			}
+			for field, req := range reqs {
+				if _, err := l.Acquire(ctx, req); !errors.Is(err, plugins.ErrInvalidArgument) {
+					t.Errorf("Acquire with %s %q = %v, want ErrInvalidArgument", field, bad, err)
+				}
+			}
+			if err := l.Release(ctx, plugins.ReleaseRequest{Group: g, ID: bad}); !errors.Is(err, plugins.ErrInvalidArgument) {
+				t.Errorf("Release of id %q = %v, want ErrInvalidArgument", bad, err)
+			}
+			if err := l.Freeze(ctx, plugins.FreezeRequest{Group: g + bad, Reason: "r", By: "t"}); !errors.Is(err, plugins.ErrInvalidArgument) {
+				t.Errorf("Freeze of group %q = %v, want ErrInvalidArgument", g+bad, err)
+			}
+		})
+	}
+	if st := status(t, l, g); len(st.Holders) != 0 {
+		t.Fatalf("refused requests left holders %v", st.Holders)
 	}
 }
