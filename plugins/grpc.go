@@ -111,8 +111,9 @@ func (s *lockerServer) Acquire(ctx context.Context, req *pluginpb.AcquireRequest
 		Group:        req.GetGroup(),
 		Holder:       holder,
 		Slots:        int(req.GetSlots()),
-		ReclaimStale: req.GetReclaimStale(),
-		Now:          now,
+		ReclaimStale:   req.GetReclaimStale(),
+		Now:            now,
+		PreviousBootID: req.GetPreviousBootId(),
 	})
 	if err != nil {
 		return nil, toStatus(err)
@@ -164,7 +165,10 @@ func (s *lockerServer) Freeze(ctx context.Context, req *pluginpb.FreezeRequest) 
 	if err != nil {
 		return nil, badRequest("at: %v", err)
 	}
-	err = s.impl.Freeze(ctx, FreezeRequest{Group: req.GetGroup(), Reason: req.GetReason(), By: req.GetBy(), At: at})
+	if req.GetSlots() < 0 || req.GetSlots() > math.MaxInt32 {
+		return nil, badRequest("slots %d out of range", req.GetSlots())
+	}
+	err = s.impl.Freeze(ctx, FreezeRequest{Group: req.GetGroup(), Reason: req.GetReason(), By: req.GetBy(), At: at, Slots: int(req.GetSlots())})
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -253,8 +257,9 @@ func (l *lockerClient) Acquire(ctx context.Context, req AcquireRequest) (Acquire
 		Group:        req.Group,
 		Holder:       holderToPB(req.Holder),
 		Slots:        int64(req.Slots),
-		ReclaimStale: req.ReclaimStale,
-		Now:          tsToPB(req.Now),
+		ReclaimStale:   req.ReclaimStale,
+		Now:            tsToPB(req.Now),
+		PreviousBootId: req.PreviousBootID,
 	})
 	if err != nil {
 		return AcquireResult{}, fromStatus(err)
@@ -323,7 +328,7 @@ func (l *lockerClient) SetSlots(ctx context.Context, group string, slots int) (L
 }
 
 func (l *lockerClient) Freeze(ctx context.Context, req FreezeRequest) error {
-	_, err := l.c.Freeze(ctx, &pluginpb.FreezeRequest{Group: req.Group, Reason: req.Reason, By: req.By, At: tsToPB(req.At)})
+	_, err := l.c.Freeze(ctx, &pluginpb.FreezeRequest{Group: req.Group, Reason: req.Reason, By: req.By, At: tsToPB(req.At), Slots: int64(req.Slots)})
 	return fromStatus(err)
 }
 

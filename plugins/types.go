@@ -48,6 +48,10 @@ var (
 	ErrUnavailable = errors.New("lock service unavailable")
 	// ErrInvalidArgument: bad group, id, slot count or configuration.
 	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrNodeIDCollision: a live holder record for the asker's id was
+	// written by another machine (another boot id or hostname), so two
+	// hosts share one node id. See SameNode.
+	ErrNodeIDCollision = errors.New("node id collision")
 )
 
 // Holder describes the node holding a slot. Only ID is required; a holder
@@ -74,6 +78,16 @@ type LockState struct {
 	// Revision changes whenever the group's state changes; Wait blocks until
 	// it differs from the value the caller saw.
 	Revision uint64 `json:"revision"`
+	// Opaque: the lock service does not report its slots and holders (a
+	// plain FleetLock server); Slots and Holders say nothing, and only
+	// asking again tells whether a slot is free.
+	Opaque bool `json:"opaque,omitempty"`
+	// Answer is the service's own words for a refusal when it is Opaque.
+	// It comes from the network: print it escaped.
+	Answer string `json:"answer,omitempty"`
+	// PollInterval is how often to ask again when the service cannot be
+	// watched (Opaque); zero when Wait watches.
+	PollInterval time.Duration `json:"poll_interval,omitempty"`
 }
 
 // Holds reports whether id holds a slot in s.
@@ -97,8 +111,13 @@ type AcquireRequest struct {
 	// (the policy's stale_after). Without it a dead holder keeps its slot.
 	ReclaimStale bool `json:"reclaim_stale"`
 	// Now is the caller's clock, used for the stale test, so that simulated
-	// time works; zero means the locker's own clock.
+	// time works; zero means the locker's own clock. A locker reached over
+	// a network it does not trust (the FleetLock server) ignores it.
 	Now time.Time `json:"now,omitzero"`
+	// PreviousBootID is the boot id the asker wrote into its holder record
+	// when it last took or refreshed its slot, if that was another boot
+	// (it rebooted while holding). See SameNode.
+	PreviousBootID string `json:"previous_boot_id,omitempty"`
 }
 
 // AcquireResult tells whether the slot was granted. Acquire is idempotent: a
@@ -123,6 +142,10 @@ type FreezeRequest struct {
 	Reason string    `json:"reason"`
 	By     string    `json:"by"` // node id or operator
 	At     time.Time `json:"at,omitzero"`
+	// Slots is the slot count a group that has no semaphore yet gets when
+	// it is thawed (the freeze creates it with none, so that every client of
+	// the semaphore refuses); below 1 means 1.
+	Slots int `json:"slots,omitempty"`
 }
 
 // Locker hands out reboot slots per group. Implementations must be safe for

@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/offpeak/offpeak/plugins/pluginpb"
@@ -36,6 +37,7 @@ var sentinels = []struct {
 	{ErrConflict, pluginpb.ErrorKind_ERROR_KIND_CONFLICT, codes.Aborted},
 	{ErrUnavailable, pluginpb.ErrorKind_ERROR_KIND_UNAVAILABLE, codes.Unavailable},
 	{ErrInvalidArgument, pluginpb.ErrorKind_ERROR_KIND_INVALID_ARGUMENT, codes.InvalidArgument},
+	{ErrNodeIDCollision, pluginpb.ErrorKind_ERROR_KIND_NODE_ID_COLLISION, codes.FailedPrecondition},
 }
 
 // toStatus turns an implementation's error into a gRPC status error that
@@ -216,7 +218,17 @@ func stateToPB(s LockState) *pluginpb.LockState {
 		FrozenBy:     s.FrozenBy,
 		FrozenAt:     tsToPB(s.FrozenAt),
 		Revision:     s.Revision,
+		Opaque:       s.Opaque,
+		Answer:       s.Answer,
+		PollInterval: durToPB(s.PollInterval),
 	}
+}
+
+func durToPB(d time.Duration) *durationpb.Duration {
+	if d == 0 {
+		return nil
+	}
+	return durationpb.New(d)
 }
 
 // stateFromPB decodes and validates a group's state; group is the group the
@@ -240,6 +252,13 @@ func stateFromPB(p *pluginpb.LockState, group string) (LockState, error) {
 	if err != nil {
 		return LockState{}, fmt.Errorf("frozen_at: %w", err)
 	}
+	var poll time.Duration
+	if d := p.GetPollInterval(); d != nil {
+		if err := d.CheckValid(); err != nil || d.AsDuration() < 0 {
+			return LockState{}, fmt.Errorf("poll_interval: invalid %v", d)
+		}
+		poll = d.AsDuration()
+	}
 	return LockState{
 		Group:        p.GetGroup(),
 		Slots:        slots,
@@ -249,6 +268,9 @@ func stateFromPB(p *pluginpb.LockState, group string) (LockState, error) {
 		FrozenBy:     p.GetFrozenBy(),
 		FrozenAt:     frozenAt,
 		Revision:     p.GetRevision(),
+		Opaque:       p.GetOpaque(),
+		Answer:       p.GetAnswer(),
+		PollInterval: poll,
 	}, nil
 }
 

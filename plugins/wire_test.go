@@ -19,7 +19,7 @@ import (
 )
 
 func TestErrorsCrossTheWire(t *testing.T) {
-	all := []error{ErrNotHolder, ErrFrozen, ErrConflict, ErrUnavailable, ErrInvalidArgument}
+	all := []error{ErrNotHolder, ErrFrozen, ErrConflict, ErrUnavailable, ErrInvalidArgument, ErrNodeIDCollision}
 	for _, s := range all {
 		t.Run(s.Error(), func(t *testing.T) {
 			sent := fmt.Errorf("etcd: group web: %w", s)
@@ -77,6 +77,7 @@ func TestStateConversion(t *testing.T) {
 	at := time.Date(2026, 3, 29, 1, 30, 0, 123, time.UTC)
 	in := LockState{
 		Group: "web", Slots: 2, Revision: 9, Frozen: true, FrozenReason: "r", FrozenBy: "n2", FrozenAt: at,
+		Opaque: true, Answer: "all 2 slots taken", PollInterval: 90 * time.Second,
 		Holders: []Holder{{ID: "n1", Hostname: "h", BootID: "b", Version: "v", AcquiredAt: at, Meta: map[string]string{"k": "v"}}},
 	}
 	out, err := stateFromPB(stateToPB(in), "web")
@@ -84,7 +85,8 @@ func TestStateConversion(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !out.FrozenAt.Equal(at) || !out.Holders[0].AcquiredAt.Equal(at) || !out.Holders[0].Deadline.IsZero() ||
-		out.Holders[0].Meta["k"] != "v" || out.Slots != 2 || out.Revision != 9 || out.FrozenBy != "n2" {
+		out.Holders[0].Meta["k"] != "v" || out.Slots != 2 || out.Revision != 9 || out.FrozenBy != "n2" ||
+		!out.Opaque || out.Answer != "all 2 slots taken" || out.PollInterval != 90*time.Second {
 		t.Fatalf("round trip: %+v", out)
 	}
 	for _, tc := range []struct {

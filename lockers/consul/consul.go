@@ -9,7 +9,7 @@
 //
 //	<prefix>/groups/G/semaphore         {"total_slots":N,"holders":["id",...]}
 //	<prefix>/groups/G/holders/<id>      plugins.Holder as JSON
-//	<prefix>/groups/G/frozen            {"reason":…,"by":…,"at":…}
+//	<prefix>/groups/G/frozen            {"reason":…,"by":…,"at":…,"saved_total_slots":N}
 //	<prefix>/groups/G/events/<ns>-<id>  reclaim history
 //
 // LockState.Revision is the X-Consul-Index of the group's key prefix; Wait
@@ -207,7 +207,7 @@ func (g store) decode(pairs api.KVPairs, index uint64) (semaphore.Snapshot, erro
 		if p.Key == g.sem {
 			err = s.SetSem(p.Value, p.ModifyIndex)
 		} else if rel, ok := strings.CutPrefix(p.Key, g.prefix); ok {
-			err = s.AddRecord(rel, p.Value)
+			err = s.AddRecord(rel, p.Value, p.ModifyIndex)
 		}
 		if err != nil {
 			return semaphore.Snapshot{}, fmt.Errorf("consul: key %s: %w", p.Key, err)
@@ -242,8 +242,11 @@ func (g store) Commit(ctx context.Context, w semaphore.Write) (bool, uint64, *se
 	case w.Guarded:
 		kv(api.KVTxnOp{Verb: api.KVCheckIndex, Key: g.sem, Index: w.Version})
 	}
-	if w.Guarded && w.NotFrozen {
+	switch {
+	case w.Guarded && w.GuardFrozen && w.FrozenVersion == 0:
 		kv(api.KVTxnOp{Verb: api.KVCheckNotExists, Key: g.prefix + semaphore.FrozenKey})
+	case w.Guarded && w.GuardFrozen:
+		kv(api.KVTxnOp{Verb: api.KVCheckIndex, Key: g.prefix + semaphore.FrozenKey, Index: w.FrozenVersion})
 	}
 	for _, op := range w.Ops {
 		if op.Delete {
@@ -293,12 +296,13 @@ func (l *Locker) SetSlots(ctx context.Context, group string, slots int) (plugins
 	return l.ops.SetSlots(ctx, group, slots)
 }
 
-// Freeze writes the freeze marker.
+// Freeze sets total_slots to 0 and writes the freeze marker with the count
+// to restore, in one transaction.
 func (l *Locker) Freeze(ctx context.Context, req plugins.FreezeRequest) error {
 	return l.ops.Freeze(ctx, req)
 }
 
-// Thaw deletes the freeze marker.
+// Thaw restores total_slots and deletes the freeze marker.
 func (l *Locker) Thaw(ctx context.Context, group string) error {
 	return l.ops.Thaw(ctx, group)
 }

@@ -8,7 +8,7 @@
 //
 //	com.coreos.airlock/groups/G/v1/semaphore   {"total_slots":N,"holders":["id",...]}
 //	<prefix>groups/G/holders/<id>              plugins.Holder as JSON
-//	<prefix>groups/G/frozen                    {"reason":…,"by":…,"at":…}
+//	<prefix>groups/G/frozen                    {"reason":…,"by":…,"at":…,"saved_total_slots":N}
 //	<prefix>groups/G/events/<unixnano>-<id>    reclaim history
 //
 // LockState.Revision is the etcd store revision of the read that produced
@@ -221,7 +221,7 @@ func (g store) snapshot(rs []*etcdserverpb.ResponseOp, rev int64) (semaphore.Sna
 	}
 	for _, r := range rs[1:] {
 		for _, kv := range r.GetResponseRange().Kvs {
-			if err := s.AddRecord(strings.TrimPrefix(string(kv.Key), g.prefix), kv.Value); err != nil {
+			if err := s.AddRecord(strings.TrimPrefix(string(kv.Key), g.prefix), kv.Value, uint64(kv.ModRevision)); err != nil {
 				return semaphore.Snapshot{}, fmt.Errorf("etcd: key %s: %w", kv.Key, err)
 			}
 		}
@@ -239,14 +239,15 @@ func (g store) Read(ctx context.Context) (semaphore.Snapshot, error) {
 }
 
 // Commit runs w as one transaction; a guard compares the semaphore key's
-// version (0: absent) and the freeze marker's absence. When a guard fails,
+// version (0: absent) and the freeze marker's mod revision (0: absent),
+// which unlike a version never repeats after a delete. When a guard fails,
 // the same transaction reads the group instead, for the next round.
 func (g store) Commit(ctx context.Context, w semaphore.Write) (bool, uint64, *semaphore.Snapshot, error) {
 	var cmps []clientv3.Cmp
 	if w.Guarded {
 		cmps = append(cmps, clientv3.Compare(clientv3.Version(g.sem), "=", int64(w.Version)))
-		if w.NotFrozen {
-			cmps = append(cmps, clientv3.Compare(clientv3.Version(g.prefix+semaphore.FrozenKey), "=", 0))
+		if w.GuardFrozen {
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(g.prefix+semaphore.FrozenKey), "=", int64(w.FrozenVersion)))
 		}
 	}
 	ops := make([]clientv3.Op, 0, len(w.Ops)+1)
@@ -301,14 +302,16 @@ func (l *Locker) SetSlots(ctx context.Context, group string, slots int) (plugins
 	return l.ops.SetSlots(ctx, group, slots)
 }
 
-// Freeze writes the freeze marker. Acquire compares the marker's absence in
-// its transaction, so a freeze and a concurrent acquire cannot both win.
+// Freeze sets total_slots to 0, so airlock refuses too, and writes the
+// freeze marker with the count to restore, in one transaction. Acquire
+// compares the marker's absence in its transaction, so a freeze and a
+// concurrent acquire cannot both win.
 func (l *Locker) Freeze(ctx context.Context, req plugins.FreezeRequest) error {
 	return l.ops.Freeze(ctx, req)
 }
 
-// Thaw deletes the freeze marker; thawing a group that is not frozen is a
-// no-op.
+// Thaw restores total_slots and deletes the freeze marker; thawing a group
+// that is not frozen is a no-op.
 func (l *Locker) Thaw(ctx context.Context, group string) error {
 	return l.ops.Thaw(ctx, group)
 }

@@ -9,7 +9,14 @@
 //   - Release of a non-holder is ErrNotHolder;
 //   - a frozen group refuses new holders — Granted false, no error, and
 //     State.Frozen set, so the caller can say why — but re-grants existing
-//     holders, and they may release;
+//     holders, and they may release; SetSlots while frozen sets the count
+//     the thaw restores; a freeze of a group not yet created makes the
+//     thaw create it with FreezeRequest.Slots;
+//   - an id held by a record of another machine (another boot id or
+//     hostname, see plugins.SameNode) is refused with ErrNodeIDCollision
+//     and nothing changes; the same node after a reboot (PreviousBootID)
+//     is granted again;
+//   - control characters in names and holder fields are ErrInvalidArgument;
 //   - bad names (empty group or id) are ErrInvalidArgument, for every call;
 //   - SetSlots never evicts; below the holder count nobody new is granted;
 //   - a holder past its Deadline is removed only by a request with
@@ -50,6 +57,7 @@ func Run(t *testing.T, newLocker func(t *testing.T) plugins.Locker) {
 		{"ConcurrentAcquireNeverExceedsSlots", testConcurrent},
 		{"InvalidArguments", testInvalid},
 		{"RefusesUnprintable", testUnprintable},
+		{"NodeIDCollision", testCollision},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -258,24 +266,39 @@ func testFrozen(t *testing.T, l plugins.Locker, g string) {
 	if err := l.Thaw(ctx, g); err != nil {
 		t.Fatalf("Thaw of a thawed group: %v", err)
 	}
-	// A group frozen before it has a semaphore refuses too.
+	// set-max while frozen: nobody new even with more slots, and the thaw
+	// brings the new count.
+	if err := l.Freeze(ctx, plugins.FreezeRequest{Group: g, Reason: "again", By: "op"}); err != nil {
+		t.Fatalf("Freeze: %v", err)
+	}
+	if st, err := l.SetSlots(ctx, g, 5); err != nil || st.Slots != 5 || !st.Frozen {
+		t.Fatalf("SetSlots while frozen = %+v, %v; want 5 slots, still frozen", st, err)
+	}
+	mustDeny(t, l, g, "n3", 3)
+	if err := l.Thaw(ctx, g); err != nil {
+		t.Fatalf("Thaw: %v", err)
+	}
+	if st := status(t, l, g); st.Slots != 5 || st.Frozen {
+		t.Fatalf("status after thaw = %+v, want the 5 slots set while frozen", st)
+	}
+	mustGrant(t, l, g, "n3", 3)
+	// A group frozen before it has a semaphore refuses too; the thaw gives
+	// it the slot count the freeze named.
 	g2 := g + "-new"
-	if err := l.Freeze(ctx, plugins.FreezeRequest{Group: g2, Reason: "hold", By: "admin"}); err != nil {
+	if err := l.Freeze(ctx, plugins.FreezeRequest{Group: g2, Reason: "hold", By: "admin", Slots: 2}); err != nil {
 		t.Fatalf("Freeze: %v", err)
 	}
 	if res, err := l.Acquire(ctx, plugins.AcquireRequest{Group: g2, Slots: 1, Holder: plugins.Holder{ID: "n1"}}); err != nil || res.Granted || !res.State.Frozen {
 		t.Fatalf("Acquire in a frozen new group = %+v, %v; want refused with the frozen state", res, err)
 	}
-	// The freeze did not create the group: once thawed, the first grant
-	// sets the slot count.
 	if err := l.Thaw(ctx, g2); err != nil {
 		t.Fatalf("Thaw: %v", err)
 	}
-	if res := mustGrant(t, l, g2, "n1", 2); res.State.Slots != 2 || res.State.Frozen {
-		t.Fatalf("first grant after thaw = %+v, want 2 slots, not frozen", res.State)
+	if res := mustGrant(t, l, g2, "n1", 5); res.State.Slots != 2 || res.State.Frozen {
+		t.Fatalf("first grant after thaw = %+v, want the freeze's 2 slots, not frozen", res.State)
 	}
-	mustGrant(t, l, g2, "n2", 2)
-	mustDeny(t, l, g2, "n3", 2)
+	mustGrant(t, l, g2, "n2", 5)
+	mustDeny(t, l, g2, "n3", 5)
 }
 
 func testSetSlots(t *testing.T, l plugins.Locker, g string) {
@@ -571,5 +594,45 @@ func testUnprintable(t *testing.T, l plugins.Locker, g string) {
 	}
 	if st := status(t, l, g); len(st.Holders) != 0 {
 		t.Fatalf("refused requests left holders %v", st.Holders)
+	}
+}
+
+func testCollision(t *testing.T, l plugins.Locker, g string) {
+	ctx := Ctx(t)
+	orig := plugins.Holder{ID: "n1", Hostname: "web-1", BootID: "boot-1"}
+	if res, err := l.Acquire(ctx, plugins.AcquireRequest{Group: g, Slots: 2, Holder: orig}); err != nil || !res.Granted {
+		t.Fatalf("Acquire = %+v, %v", res, err)
+	}
+	cases := []struct {
+		name     string
+		holder   plugins.Holder
+		previous string
+		same     bool
+	}{
+		{"same boot again", orig, "", true},
+		{"clone: same hostname, another boot", plugins.Holder{ID: "n1", Hostname: "web-1", BootID: "boot-9"}, "", false},
+		{"clone: another hostname, another boot", plugins.Holder{ID: "n1", Hostname: "web-9", BootID: "boot-9"}, "", false},
+		{"clone naming a boot that is not the record's", plugins.Holder{ID: "n1", Hostname: "web-1", BootID: "boot-9"}, "boot-8", false},
+		{"another hostname, same boot", plugins.Holder{ID: "n1", Hostname: "web-9", BootID: "boot-1"}, "", false},
+		{"the node after its reboot", plugins.Holder{ID: "n1", Hostname: "web-1", BootID: "boot-2"}, "boot-1", true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := status(t, l, g)
+			res, err := l.Acquire(ctx, plugins.AcquireRequest{Group: g, Slots: 2, Holder: c.holder, PreviousBootID: c.previous})
+			if c.same {
+				if err != nil || !res.Granted {
+					t.Fatalf("Acquire = %+v, %v; want granted to the same node", res, err)
+				}
+				return
+			}
+			if !errors.Is(err, plugins.ErrNodeIDCollision) || res.Granted {
+				t.Fatalf("Acquire = %+v, %v; want ErrNodeIDCollision", res, err)
+			}
+			after := status(t, l, g)
+			if len(after.Holders) != 1 || after.Holders[0].BootID != before.Holders[0].BootID || after.Holders[0].Hostname != before.Holders[0].Hostname {
+				t.Fatalf("a refused clone changed the record: %+v → %+v", before.Holders, after.Holders)
+			}
+		})
 	}
 }

@@ -14,6 +14,7 @@ package pluginpb
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -133,12 +134,13 @@ func (Outcome) EnumDescriptor() ([]byte, []int) {
 type ErrorKind int32
 
 const (
-	ErrorKind_ERROR_KIND_UNSPECIFIED      ErrorKind = 0
-	ErrorKind_ERROR_KIND_NOT_HOLDER       ErrorKind = 1
-	ErrorKind_ERROR_KIND_FROZEN           ErrorKind = 2
-	ErrorKind_ERROR_KIND_CONFLICT         ErrorKind = 3
-	ErrorKind_ERROR_KIND_UNAVAILABLE      ErrorKind = 4
-	ErrorKind_ERROR_KIND_INVALID_ARGUMENT ErrorKind = 5
+	ErrorKind_ERROR_KIND_UNSPECIFIED       ErrorKind = 0
+	ErrorKind_ERROR_KIND_NOT_HOLDER        ErrorKind = 1
+	ErrorKind_ERROR_KIND_FROZEN            ErrorKind = 2
+	ErrorKind_ERROR_KIND_CONFLICT          ErrorKind = 3
+	ErrorKind_ERROR_KIND_UNAVAILABLE       ErrorKind = 4
+	ErrorKind_ERROR_KIND_INVALID_ARGUMENT  ErrorKind = 5
+	ErrorKind_ERROR_KIND_NODE_ID_COLLISION ErrorKind = 6
 )
 
 // Enum value maps for ErrorKind.
@@ -150,14 +152,16 @@ var (
 		3: "ERROR_KIND_CONFLICT",
 		4: "ERROR_KIND_UNAVAILABLE",
 		5: "ERROR_KIND_INVALID_ARGUMENT",
+		6: "ERROR_KIND_NODE_ID_COLLISION",
 	}
 	ErrorKind_value = map[string]int32{
-		"ERROR_KIND_UNSPECIFIED":      0,
-		"ERROR_KIND_NOT_HOLDER":       1,
-		"ERROR_KIND_FROZEN":           2,
-		"ERROR_KIND_CONFLICT":         3,
-		"ERROR_KIND_UNAVAILABLE":      4,
-		"ERROR_KIND_INVALID_ARGUMENT": 5,
+		"ERROR_KIND_UNSPECIFIED":       0,
+		"ERROR_KIND_NOT_HOLDER":        1,
+		"ERROR_KIND_FROZEN":            2,
+		"ERROR_KIND_CONFLICT":          3,
+		"ERROR_KIND_UNAVAILABLE":       4,
+		"ERROR_KIND_INVALID_ARGUMENT":  5,
+		"ERROR_KIND_NODE_ID_COLLISION": 6,
 	}
 )
 
@@ -467,15 +471,22 @@ func (x *Holder) GetMeta() map[string]string {
 }
 
 type LockState struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Group         string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
-	Slots         int64                  `protobuf:"varint,2,opt,name=slots,proto3" json:"slots,omitempty"`
-	Holders       []*Holder              `protobuf:"bytes,3,rep,name=holders,proto3" json:"holders,omitempty"`
-	Frozen        bool                   `protobuf:"varint,4,opt,name=frozen,proto3" json:"frozen,omitempty"`
-	FrozenReason  string                 `protobuf:"bytes,5,opt,name=frozen_reason,json=frozenReason,proto3" json:"frozen_reason,omitempty"`
-	FrozenBy      string                 `protobuf:"bytes,6,opt,name=frozen_by,json=frozenBy,proto3" json:"frozen_by,omitempty"`
-	FrozenAt      *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=frozen_at,json=frozenAt,proto3" json:"frozen_at,omitempty"`
-	Revision      uint64                 `protobuf:"varint,8,opt,name=revision,proto3" json:"revision,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Group        string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	Slots        int64                  `protobuf:"varint,2,opt,name=slots,proto3" json:"slots,omitempty"`
+	Holders      []*Holder              `protobuf:"bytes,3,rep,name=holders,proto3" json:"holders,omitempty"`
+	Frozen       bool                   `protobuf:"varint,4,opt,name=frozen,proto3" json:"frozen,omitempty"`
+	FrozenReason string                 `protobuf:"bytes,5,opt,name=frozen_reason,json=frozenReason,proto3" json:"frozen_reason,omitempty"`
+	FrozenBy     string                 `protobuf:"bytes,6,opt,name=frozen_by,json=frozenBy,proto3" json:"frozen_by,omitempty"`
+	FrozenAt     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=frozen_at,json=frozenAt,proto3" json:"frozen_at,omitempty"`
+	Revision     uint64                 `protobuf:"varint,8,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The service does not report its slots and holders (a plain FleetLock
+	// server): only asking again tells whether a slot is free.
+	Opaque bool `protobuf:"varint,9,opt,name=opaque,proto3" json:"opaque,omitempty"`
+	// The service's own words for a refusal, when it gives no counts.
+	Answer string `protobuf:"bytes,10,opt,name=answer,proto3" json:"answer,omitempty"`
+	// How often to ask again when the service cannot be watched.
+	PollInterval  *durationpb.Duration `protobuf:"bytes,11,opt,name=poll_interval,json=pollInterval,proto3" json:"poll_interval,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -566,15 +577,39 @@ func (x *LockState) GetRevision() uint64 {
 	return 0
 }
 
+func (x *LockState) GetOpaque() bool {
+	if x != nil {
+		return x.Opaque
+	}
+	return false
+}
+
+func (x *LockState) GetAnswer() string {
+	if x != nil {
+		return x.Answer
+	}
+	return ""
+}
+
+func (x *LockState) GetPollInterval() *durationpb.Duration {
+	if x != nil {
+		return x.PollInterval
+	}
+	return nil
+}
+
 type AcquireRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Group         string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
-	Holder        *Holder                `protobuf:"bytes,2,opt,name=holder,proto3" json:"holder,omitempty"`
-	Slots         int64                  `protobuf:"varint,3,opt,name=slots,proto3" json:"slots,omitempty"`
-	ReclaimStale  bool                   `protobuf:"varint,4,opt,name=reclaim_stale,json=reclaimStale,proto3" json:"reclaim_stale,omitempty"`
-	Now           *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=now,proto3" json:"now,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Group        string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	Holder       *Holder                `protobuf:"bytes,2,opt,name=holder,proto3" json:"holder,omitempty"`
+	Slots        int64                  `protobuf:"varint,3,opt,name=slots,proto3" json:"slots,omitempty"`
+	ReclaimStale bool                   `protobuf:"varint,4,opt,name=reclaim_stale,json=reclaimStale,proto3" json:"reclaim_stale,omitempty"`
+	Now          *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=now,proto3" json:"now,omitempty"`
+	// The boot id this node wrote into its holder record when it last took
+	// or refreshed its slot, when that was another boot.
+	PreviousBootId string `protobuf:"bytes,6,opt,name=previous_boot_id,json=previousBootId,proto3" json:"previous_boot_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *AcquireRequest) Reset() {
@@ -640,6 +675,13 @@ func (x *AcquireRequest) GetNow() *timestamppb.Timestamp {
 		return x.Now
 	}
 	return nil
+}
+
+func (x *AcquireRequest) GetPreviousBootId() string {
+	if x != nil {
+		return x.PreviousBootId
+	}
+	return ""
 }
 
 type AcquireResponse struct {
@@ -911,11 +953,13 @@ func (x *SetSlotsRequest) GetSlots() int64 {
 }
 
 type FreezeRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Group         string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
-	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
-	By            string                 `protobuf:"bytes,3,opt,name=by,proto3" json:"by,omitempty"`
-	At            *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=at,proto3" json:"at,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Group  string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	Reason string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	By     string                 `protobuf:"bytes,3,opt,name=by,proto3" json:"by,omitempty"`
+	At     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=at,proto3" json:"at,omitempty"`
+	// Slot count the thaw gives a group that had no semaphore before the freeze.
+	Slots         int64 `protobuf:"varint,5,opt,name=slots,proto3" json:"slots,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -976,6 +1020,13 @@ func (x *FreezeRequest) GetAt() *timestamppb.Timestamp {
 		return x.At
 	}
 	return nil
+}
+
+func (x *FreezeRequest) GetSlots() int64 {
+	if x != nil {
+		return x.Slots
+	}
+	return 0
 }
 
 type Node struct {
@@ -1230,7 +1281,7 @@ var File_plugin_proto protoreflect.FileDescriptor
 
 const file_plugin_proto_rawDesc = "" +
 	"\n" +
-	"\fplugin.proto\x12\x11offpeak.plugin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x11\n" +
+	"\fplugin.proto\x12\x11offpeak.plugin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x11\n" +
 	"\x0fDescribeRequest\"\x81\x01\n" +
 	"\x10DescribeResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
@@ -1252,7 +1303,7 @@ const file_plugin_proto_rawDesc = "" +
 	"\x04meta\x18\a \x03(\v2#.offpeak.plugin.v1.Holder.MetaEntryR\x04meta\x1a7\n" +
 	"\tMetaEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9b\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8b\x03\n" +
 	"\tLockState\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x14\n" +
 	"\x05slots\x18\x02 \x01(\x03R\x05slots\x123\n" +
@@ -1261,13 +1312,18 @@ const file_plugin_proto_rawDesc = "" +
 	"\rfrozen_reason\x18\x05 \x01(\tR\ffrozenReason\x12\x1b\n" +
 	"\tfrozen_by\x18\x06 \x01(\tR\bfrozenBy\x127\n" +
 	"\tfrozen_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bfrozenAt\x12\x1a\n" +
-	"\brevision\x18\b \x01(\x04R\brevision\"\xc2\x01\n" +
+	"\brevision\x18\b \x01(\x04R\brevision\x12\x16\n" +
+	"\x06opaque\x18\t \x01(\bR\x06opaque\x12\x16\n" +
+	"\x06answer\x18\n" +
+	" \x01(\tR\x06answer\x12>\n" +
+	"\rpoll_interval\x18\v \x01(\v2\x19.google.protobuf.DurationR\fpollInterval\"\xec\x01\n" +
 	"\x0eAcquireRequest\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x121\n" +
 	"\x06holder\x18\x02 \x01(\v2\x19.offpeak.plugin.v1.HolderR\x06holder\x12\x14\n" +
 	"\x05slots\x18\x03 \x01(\x03R\x05slots\x12#\n" +
 	"\rreclaim_stale\x18\x04 \x01(\bR\freclaimStale\x12,\n" +
-	"\x03now\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\"\x98\x01\n" +
+	"\x03now\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\x12(\n" +
+	"\x10previous_boot_id\x18\x06 \x01(\tR\x0epreviousBootId\"\x98\x01\n" +
 	"\x0fAcquireResponse\x12\x18\n" +
 	"\agranted\x18\x01 \x01(\bR\agranted\x122\n" +
 	"\x05state\x18\x02 \x01(\v2\x1c.offpeak.plugin.v1.LockStateR\x05state\x127\n" +
@@ -1283,12 +1339,13 @@ const file_plugin_proto_rawDesc = "" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\"=\n" +
 	"\x0fSetSlotsRequest\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x14\n" +
-	"\x05slots\x18\x02 \x01(\x03R\x05slots\"y\n" +
+	"\x05slots\x18\x02 \x01(\x03R\x05slots\"\x8f\x01\n" +
 	"\rFreezeRequest\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x0e\n" +
 	"\x02by\x18\x03 \x01(\tR\x02by\x12*\n" +
-	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"a\n" +
+	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x14\n" +
+	"\x05slots\x18\x05 \x01(\x03R\x05slots\"a\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05group\x18\x02 \x01(\tR\x05group\x12\x1a\n" +
@@ -1318,14 +1375,15 @@ const file_plugin_proto_rawDesc = "" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fOUTCOME_PASS\x10\x01\x12\x10\n" +
 	"\fOUTCOME_FAIL\x10\x02\x12\x11\n" +
-	"\rOUTCOME_ERROR\x10\x03*\xaf\x01\n" +
+	"\rOUTCOME_ERROR\x10\x03*\xd1\x01\n" +
 	"\tErrorKind\x12\x1a\n" +
 	"\x16ERROR_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15ERROR_KIND_NOT_HOLDER\x10\x01\x12\x15\n" +
 	"\x11ERROR_KIND_FROZEN\x10\x02\x12\x17\n" +
 	"\x13ERROR_KIND_CONFLICT\x10\x03\x12\x1a\n" +
 	"\x16ERROR_KIND_UNAVAILABLE\x10\x04\x12\x1f\n" +
-	"\x1bERROR_KIND_INVALID_ARGUMENT\x10\x052[\n" +
+	"\x1bERROR_KIND_INVALID_ARGUMENT\x10\x05\x12 \n" +
+	"\x1cERROR_KIND_NODE_ID_COLLISION\x10\x062[\n" +
 	"\x04Info\x12S\n" +
 	"\bDescribe\x12\".offpeak.plugin.v1.DescribeRequest\x1a#.offpeak.plugin.v1.DescribeResponse2\xd4\x04\n" +
 	"\x06Locker\x12J\n" +
@@ -1378,6 +1436,7 @@ var file_plugin_proto_goTypes = []any{
 	nil,                           // 20: offpeak.plugin.v1.Holder.MetaEntry
 	nil,                           // 21: offpeak.plugin.v1.CheckResult.DetailsEntry
 	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
 }
 var file_plugin_proto_depIdxs = []int32{
 	22, // 0: offpeak.plugin.v1.Holder.acquired_at:type_name -> google.protobuf.Timestamp
@@ -1385,42 +1444,43 @@ var file_plugin_proto_depIdxs = []int32{
 	20, // 2: offpeak.plugin.v1.Holder.meta:type_name -> offpeak.plugin.v1.Holder.MetaEntry
 	7,  // 3: offpeak.plugin.v1.LockState.holders:type_name -> offpeak.plugin.v1.Holder
 	22, // 4: offpeak.plugin.v1.LockState.frozen_at:type_name -> google.protobuf.Timestamp
-	7,  // 5: offpeak.plugin.v1.AcquireRequest.holder:type_name -> offpeak.plugin.v1.Holder
-	22, // 6: offpeak.plugin.v1.AcquireRequest.now:type_name -> google.protobuf.Timestamp
-	8,  // 7: offpeak.plugin.v1.AcquireResponse.state:type_name -> offpeak.plugin.v1.LockState
-	7,  // 8: offpeak.plugin.v1.AcquireResponse.reclaimed:type_name -> offpeak.plugin.v1.Holder
-	22, // 9: offpeak.plugin.v1.FreezeRequest.at:type_name -> google.protobuf.Timestamp
-	0,  // 10: offpeak.plugin.v1.CheckRequest.phase:type_name -> offpeak.plugin.v1.Phase
-	16, // 11: offpeak.plugin.v1.CheckRequest.node:type_name -> offpeak.plugin.v1.Node
-	1,  // 12: offpeak.plugin.v1.CheckResult.outcome:type_name -> offpeak.plugin.v1.Outcome
-	21, // 13: offpeak.plugin.v1.CheckResult.details:type_name -> offpeak.plugin.v1.CheckResult.DetailsEntry
-	22, // 14: offpeak.plugin.v1.CheckResult.time:type_name -> google.protobuf.Timestamp
-	2,  // 15: offpeak.plugin.v1.ErrorDetail.kind:type_name -> offpeak.plugin.v1.ErrorKind
-	3,  // 16: offpeak.plugin.v1.Info.Describe:input_type -> offpeak.plugin.v1.DescribeRequest
-	6,  // 17: offpeak.plugin.v1.Locker.Configure:input_type -> offpeak.plugin.v1.ConfigureRequest
-	9,  // 18: offpeak.plugin.v1.Locker.Acquire:input_type -> offpeak.plugin.v1.AcquireRequest
-	11, // 19: offpeak.plugin.v1.Locker.Release:input_type -> offpeak.plugin.v1.ReleaseRequest
-	12, // 20: offpeak.plugin.v1.Locker.Status:input_type -> offpeak.plugin.v1.GroupRequest
-	13, // 21: offpeak.plugin.v1.Locker.Wait:input_type -> offpeak.plugin.v1.WaitRequest
-	14, // 22: offpeak.plugin.v1.Locker.SetSlots:input_type -> offpeak.plugin.v1.SetSlotsRequest
-	15, // 23: offpeak.plugin.v1.Locker.Freeze:input_type -> offpeak.plugin.v1.FreezeRequest
-	12, // 24: offpeak.plugin.v1.Locker.Thaw:input_type -> offpeak.plugin.v1.GroupRequest
-	17, // 25: offpeak.plugin.v1.HealthCheck.Check:input_type -> offpeak.plugin.v1.CheckRequest
-	4,  // 26: offpeak.plugin.v1.Info.Describe:output_type -> offpeak.plugin.v1.DescribeResponse
-	5,  // 27: offpeak.plugin.v1.Locker.Configure:output_type -> offpeak.plugin.v1.Empty
-	10, // 28: offpeak.plugin.v1.Locker.Acquire:output_type -> offpeak.plugin.v1.AcquireResponse
-	5,  // 29: offpeak.plugin.v1.Locker.Release:output_type -> offpeak.plugin.v1.Empty
-	8,  // 30: offpeak.plugin.v1.Locker.Status:output_type -> offpeak.plugin.v1.LockState
-	8,  // 31: offpeak.plugin.v1.Locker.Wait:output_type -> offpeak.plugin.v1.LockState
-	8,  // 32: offpeak.plugin.v1.Locker.SetSlots:output_type -> offpeak.plugin.v1.LockState
-	5,  // 33: offpeak.plugin.v1.Locker.Freeze:output_type -> offpeak.plugin.v1.Empty
-	5,  // 34: offpeak.plugin.v1.Locker.Thaw:output_type -> offpeak.plugin.v1.Empty
-	18, // 35: offpeak.plugin.v1.HealthCheck.Check:output_type -> offpeak.plugin.v1.CheckResult
-	26, // [26:36] is the sub-list for method output_type
-	16, // [16:26] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	23, // 5: offpeak.plugin.v1.LockState.poll_interval:type_name -> google.protobuf.Duration
+	7,  // 6: offpeak.plugin.v1.AcquireRequest.holder:type_name -> offpeak.plugin.v1.Holder
+	22, // 7: offpeak.plugin.v1.AcquireRequest.now:type_name -> google.protobuf.Timestamp
+	8,  // 8: offpeak.plugin.v1.AcquireResponse.state:type_name -> offpeak.plugin.v1.LockState
+	7,  // 9: offpeak.plugin.v1.AcquireResponse.reclaimed:type_name -> offpeak.plugin.v1.Holder
+	22, // 10: offpeak.plugin.v1.FreezeRequest.at:type_name -> google.protobuf.Timestamp
+	0,  // 11: offpeak.plugin.v1.CheckRequest.phase:type_name -> offpeak.plugin.v1.Phase
+	16, // 12: offpeak.plugin.v1.CheckRequest.node:type_name -> offpeak.plugin.v1.Node
+	1,  // 13: offpeak.plugin.v1.CheckResult.outcome:type_name -> offpeak.plugin.v1.Outcome
+	21, // 14: offpeak.plugin.v1.CheckResult.details:type_name -> offpeak.plugin.v1.CheckResult.DetailsEntry
+	22, // 15: offpeak.plugin.v1.CheckResult.time:type_name -> google.protobuf.Timestamp
+	2,  // 16: offpeak.plugin.v1.ErrorDetail.kind:type_name -> offpeak.plugin.v1.ErrorKind
+	3,  // 17: offpeak.plugin.v1.Info.Describe:input_type -> offpeak.plugin.v1.DescribeRequest
+	6,  // 18: offpeak.plugin.v1.Locker.Configure:input_type -> offpeak.plugin.v1.ConfigureRequest
+	9,  // 19: offpeak.plugin.v1.Locker.Acquire:input_type -> offpeak.plugin.v1.AcquireRequest
+	11, // 20: offpeak.plugin.v1.Locker.Release:input_type -> offpeak.plugin.v1.ReleaseRequest
+	12, // 21: offpeak.plugin.v1.Locker.Status:input_type -> offpeak.plugin.v1.GroupRequest
+	13, // 22: offpeak.plugin.v1.Locker.Wait:input_type -> offpeak.plugin.v1.WaitRequest
+	14, // 23: offpeak.plugin.v1.Locker.SetSlots:input_type -> offpeak.plugin.v1.SetSlotsRequest
+	15, // 24: offpeak.plugin.v1.Locker.Freeze:input_type -> offpeak.plugin.v1.FreezeRequest
+	12, // 25: offpeak.plugin.v1.Locker.Thaw:input_type -> offpeak.plugin.v1.GroupRequest
+	17, // 26: offpeak.plugin.v1.HealthCheck.Check:input_type -> offpeak.plugin.v1.CheckRequest
+	4,  // 27: offpeak.plugin.v1.Info.Describe:output_type -> offpeak.plugin.v1.DescribeResponse
+	5,  // 28: offpeak.plugin.v1.Locker.Configure:output_type -> offpeak.plugin.v1.Empty
+	10, // 29: offpeak.plugin.v1.Locker.Acquire:output_type -> offpeak.plugin.v1.AcquireResponse
+	5,  // 30: offpeak.plugin.v1.Locker.Release:output_type -> offpeak.plugin.v1.Empty
+	8,  // 31: offpeak.plugin.v1.Locker.Status:output_type -> offpeak.plugin.v1.LockState
+	8,  // 32: offpeak.plugin.v1.Locker.Wait:output_type -> offpeak.plugin.v1.LockState
+	8,  // 33: offpeak.plugin.v1.Locker.SetSlots:output_type -> offpeak.plugin.v1.LockState
+	5,  // 34: offpeak.plugin.v1.Locker.Freeze:output_type -> offpeak.plugin.v1.Empty
+	5,  // 35: offpeak.plugin.v1.Locker.Thaw:output_type -> offpeak.plugin.v1.Empty
+	18, // 36: offpeak.plugin.v1.HealthCheck.Check:output_type -> offpeak.plugin.v1.CheckResult
+	27, // [27:37] is the sub-list for method output_type
+	17, // [17:27] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_plugin_proto_init() }

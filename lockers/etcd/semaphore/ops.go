@@ -25,11 +25,13 @@ type Op struct {
 // Write is one atomic change of a group.
 type Write struct {
 	// Guarded: the write applies only while the semaphore key is still at
-	// Version (0: still absent) and, with NotFrozen, no freeze marker
-	// exists. An unguarded write (freeze, thaw) always applies.
-	Guarded   bool
-	Version   uint64
-	NotFrozen bool
+	// Version (0: still absent) and, with GuardFrozen, the freeze marker is
+	// still at FrozenVersion (0: still absent). An unguarded write always
+	// applies.
+	Guarded       bool
+	Version       uint64
+	GuardFrozen   bool
+	FrozenVersion uint64
 	// Sem is the new semaphore value; nil leaves it as it is.
 	Sem []byte
 	Ops []Op
@@ -93,7 +95,7 @@ func (o *Ops) cas(ctx context.Context, s Store, op, group string, plan func(Snap
 // write turns the plan into the records to store, guarded by the version
 // of the semaphore it was planned from.
 func (p Plan) write(version uint64, by string, now time.Time) (Write, error) {
-	w := Write{Guarded: true, Version: version, NotFrozen: p.CheckNotFrozen}
+	w := Write{Guarded: true, Version: version, GuardFrozen: p.CheckNotFrozen}
 	if p.Sem != nil {
 		b, err := p.Sem.Marshal()
 		if err != nil {
@@ -113,7 +115,12 @@ func (p Plan) write(version uint64, by string, now time.Time) (Write, error) {
 		if err != nil {
 			return Write{}, err
 		}
-		w.Ops = append(w.Ops, Op{Key: HolderKey(r.ID), Delete: true}, Op{Key: EventKey(now, r.ID), Value: ev})
+		if !p.Granted || r.ID != p.Holder.ID {
+			// A stale record under the requester's own id is overwritten
+			// by the put above; one transaction may name a key once.
+			w.Ops = append(w.Ops, Op{Key: HolderKey(r.ID), Delete: true})
+		}
+		w.Ops = append(w.Ops, Op{Key: EventKey(now, r.ID), Value: ev})
 	}
 	return w, nil
 }
@@ -139,10 +146,7 @@ func (o *Ops) Status(ctx context.Context, group string) (plugins.LockState, erro
 // holder's metadata, deletes reclaimed holders with an event for each, and
 // checks that the group was not frozen meanwhile.
 func (o *Ops) Acquire(ctx context.Context, req plugins.AcquireRequest) (plugins.AcquireResult, error) {
-	if err := ValidateName("group", req.Group); err != nil {
-		return plugins.AcquireResult{}, err
-	}
-	if err := ValidateName("holder id", req.Holder.ID); err != nil {
+	if err := plugins.ValidateAcquire(req); err != nil {
 		return plugins.AcquireResult{}, err
 	}
 	now := req.Now
@@ -207,8 +211,9 @@ func (o *Ops) Release(ctx context.Context, req plugins.ReleaseRequest) error {
 	return nil
 }
 
-// SetSlots rewrites total_slots, creating the semaphore if needed. Holders
-// are never removed.
+// SetSlots sets the group's slot count, creating the semaphore if needed.
+// Holders are never removed. While the group is frozen the live
+// total_slots stays 0 and the count the thaw restores changes instead.
 func (o *Ops) SetSlots(ctx context.Context, group string, slots int) (plugins.LockState, error) {
 	if err := ValidateName("group", group); err != nil {
 		return plugins.LockState{}, err
@@ -216,15 +221,22 @@ func (o *Ops) SetSlots(ctx context.Context, group string, slots int) (plugins.Lo
 	if slots < 0 {
 		return plugins.LockState{}, fmt.Errorf("%w: slot count %d is negative", plugins.ErrInvalidArgument, slots)
 	}
+	n := uint64(slots)
 	var next Snapshot
 	err := o.Open(ctx, group, func(ctx context.Context, s Store) error {
 		_, rev, err := o.cas(ctx, s, "set slots", group, func(cur Snapshot) (*Write, error) {
-			sem := New(uint64(slots))
+			next = cur
+			if cur.Frozen != nil {
+				f := *cur.Frozen
+				f.SavedSlots = &n
+				next.Frozen = &f
+				return frozenWrite(cur, &f)
+			}
+			sem := New(n)
 			if cur.Sem != nil {
 				sem = cur.Sem.Clone()
-				sem.TotalSlots = uint64(slots)
+				sem.TotalSlots = n
 			}
-			next = cur
 			next.Sem = sem
 			return semWrite(cur, sem)
 		})
@@ -246,8 +258,36 @@ func semWrite(cur Snapshot, sem *Value, ops ...Op) (*Write, error) {
 	return &Write{Guarded: true, Version: cur.Version, Sem: b, Ops: ops}, nil
 }
 
-// Freeze writes the freeze marker. Acquire guards its writes with the
-// marker's absence, so a freeze and a concurrent acquire cannot both win.
+// frozenWrite stores the freeze marker f and sets total_slots to 0 (creating
+// the semaphore with no holders if it is absent, so that airlock, which
+// creates a missing semaphore with its own count, grants nobody either),
+// guarded on both records as read in cur.
+func frozenWrite(cur Snapshot, f *Frozen) (*Write, error) {
+	b, err := json.Marshal(f)
+	if err != nil {
+		return nil, err
+	}
+	w := &Write{Guarded: true, Version: cur.Version, GuardFrozen: true, FrozenVersion: cur.FrozenVersion,
+		Ops: []Op{{Key: FrozenKey, Value: b}}}
+	if cur.Sem == nil || cur.Sem.TotalSlots != 0 {
+		sem := New(0)
+		if cur.Sem != nil {
+			sem = cur.Sem.Clone()
+			sem.TotalSlots = 0
+		}
+		if w.Sem, err = sem.Marshal(); err != nil {
+			return nil, err
+		}
+	}
+	return w, nil
+}
+
+// Freeze stops new grants in the group, for offpeak and airlock alike: in
+// one transaction it writes the freeze marker, with the slot count to
+// restore, and sets the semaphore's total_slots to 0. Holders keep their
+// slots. Freezing a frozen group updates the reason and keeps the saved
+// count. Acquire guards its writes with the marker's absence, so a freeze
+// and a concurrent acquire cannot both win.
 func (o *Ops) Freeze(ctx context.Context, req plugins.FreezeRequest) error {
 	if err := ValidateName("group", req.Group); err != nil {
 		return err
@@ -256,12 +296,26 @@ func (o *Ops) Freeze(ctx context.Context, req plugins.FreezeRequest) error {
 	if at.IsZero() {
 		at = o.Now()
 	}
-	b, err := json.Marshal(Frozen{Reason: req.Reason, By: req.By, At: at.UTC()})
-	if err != nil {
-		return err
-	}
-	err = o.Open(ctx, req.Group, func(ctx context.Context, s Store) error {
-		_, _, _, err := s.Commit(ctx, Write{Ops: []Op{{Key: FrozenKey, Value: b}}})
+	err := o.Open(ctx, req.Group, func(ctx context.Context, s Store) error {
+		_, _, err := o.cas(ctx, s, "freeze", req.Group, func(cur Snapshot) (*Write, error) {
+			f := &Frozen{Reason: req.Reason, By: req.By, At: at.UTC()}
+			switch {
+			case cur.Frozen != nil && cur.Frozen.SavedSlots != nil:
+				f.SavedSlots = cur.Frozen.SavedSlots
+			case cur.Sem != nil && cur.Sem.TotalSlots > 0:
+				n := cur.Sem.TotalSlots
+				f.SavedSlots = &n
+			default:
+				// No count to save: the group has no semaphore yet (or 0
+				// slots). The thaw gives it the count the freezer names.
+				n := uint64(max(req.Slots, 1))
+				if cur.Sem != nil {
+					n = 0
+				}
+				f.SavedSlots = &n
+			}
+			return frozenWrite(cur, f)
+		})
 		return err
 	})
 	if err != nil {
@@ -271,14 +325,30 @@ func (o *Ops) Freeze(ctx context.Context, req plugins.FreezeRequest) error {
 	return nil
 }
 
-// Thaw deletes the freeze marker; thawing a group that is not frozen is a
-// no-op.
+// Thaw restores the saved total_slots and deletes the freeze marker, in one
+// transaction; thawing a group that is not frozen is a no-op.
 func (o *Ops) Thaw(ctx context.Context, group string) error {
 	if err := ValidateName("group", group); err != nil {
 		return err
 	}
 	err := o.Open(ctx, group, func(ctx context.Context, s Store) error {
-		_, _, _, err := s.Commit(ctx, Write{Ops: []Op{{Key: FrozenKey, Delete: true}}})
+		_, _, err := o.cas(ctx, s, "thaw", group, func(cur Snapshot) (*Write, error) {
+			if cur.Frozen == nil {
+				return nil, nil
+			}
+			w := &Write{Guarded: true, Version: cur.Version, GuardFrozen: true, FrozenVersion: cur.FrozenVersion,
+				Ops: []Op{{Key: FrozenKey, Delete: true}}}
+			if f := cur.Frozen; f.SavedSlots != nil && cur.Sem != nil && cur.Sem.TotalSlots != *f.SavedSlots {
+				sem := cur.Sem.Clone()
+				sem.TotalSlots = *f.SavedSlots
+				b, err := sem.Marshal()
+				if err != nil {
+					return nil, err
+				}
+				w.Sem = b
+			}
+			return w, nil
+		})
 		return err
 	})
 	if err != nil {

@@ -22,6 +22,7 @@ type memStore struct {
 	version uint64
 	sem     []byte
 	recs    map[string][]byte
+	recRev  map[string]uint64 // revision that last wrote each record
 	commits int
 	reads   int
 	// lose makes that many guarded commits fail, as if another writer had
@@ -31,7 +32,17 @@ type memStore struct {
 	fresh bool
 }
 
-func newMemStore() *memStore { return &memStore{recs: map[string][]byte{}} }
+func newMemStore() *memStore {
+	return &memStore{recs: map[string][]byte{}, recRev: map[string]uint64{}}
+}
+
+// frozenVersion is the freeze marker's revision, 0 when absent.
+func (m *memStore) frozenVersion() uint64 {
+	if _, ok := m.recs[semaphore.FrozenKey]; !ok {
+		return 0
+	}
+	return m.recRev[semaphore.FrozenKey]
+}
 
 func (m *memStore) Read(context.Context) (semaphore.Snapshot, error) {
 	m.mu.Lock()
@@ -48,7 +59,7 @@ func (m *memStore) snapshot() (semaphore.Snapshot, error) {
 		}
 	}
 	for k, v := range m.recs {
-		if err := s.AddRecord(k, v); err != nil {
+		if err := s.AddRecord(k, v, m.recRev[k]); err != nil {
 			return semaphore.Snapshot{}, err
 		}
 	}
@@ -63,7 +74,7 @@ func (m *memStore) Commit(_ context.Context, w semaphore.Write) (bool, uint64, *
 	if lost {
 		m.lose--
 	}
-	if lost || (w.Guarded && (w.Version != m.version || (w.NotFrozen && m.recs[semaphore.FrozenKey] != nil))) {
+	if lost || (w.Guarded && (w.Version != m.version || (w.GuardFrozen && m.frozenVersion() != w.FrozenVersion))) {
 		if !m.fresh {
 			return false, 0, nil, nil
 		}
@@ -77,8 +88,9 @@ func (m *memStore) Commit(_ context.Context, w semaphore.Write) (bool, uint64, *
 	for _, op := range w.Ops {
 		if op.Delete {
 			delete(m.recs, op.Key)
+			delete(m.recRev, op.Key)
 		} else {
-			m.recs[op.Key] = op.Value
+			m.recs[op.Key], m.recRev[op.Key] = op.Value, m.rev
 		}
 	}
 	return true, m.rev, nil, nil

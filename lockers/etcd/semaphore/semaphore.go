@@ -19,8 +19,6 @@ import (
 	"sort"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/offpeak/offpeak/plugins"
 )
@@ -30,7 +28,7 @@ import (
 var ErrMalformed = errors.New("malformed lock record")
 
 // MaxIDLen bounds group names and node ids; they end up in keys.
-const MaxIDLen = 253
+const MaxIDLen = plugins.MaxNameLen
 
 // AirlockKey is the key airlock (and therefore FleetLock clients behind it)
 // uses for a group's semaphore. The group is query-escaped as airlock does.
@@ -62,23 +60,9 @@ func EventKey(t time.Time, id string) string {
 	return fmt.Sprintf("%s%020d-%s", eventsDir, t.UnixNano(), EscapeSegment(id))
 }
 
-// ValidateName checks a group name or node id: non-empty, bounded, printable.
-func ValidateName(kind, s string) error {
-	switch {
-	case s == "":
-		return fmt.Errorf("%w: empty %s", plugins.ErrInvalidArgument, kind)
-	case len(s) > MaxIDLen:
-		return fmt.Errorf("%w: %s longer than %d bytes", plugins.ErrInvalidArgument, kind, MaxIDLen)
-	case !utf8.ValidString(s):
-		return fmt.Errorf("%w: %s is not valid UTF-8", plugins.ErrInvalidArgument, kind)
-	}
-	for _, r := range s {
-		if !unicode.IsPrint(r) || unicode.IsSpace(r) {
-			return fmt.Errorf("%w: %s %q contains a space or control character", plugins.ErrInvalidArgument, kind, s)
-		}
-	}
-	return nil
-}
+// ValidateName checks a group name or node id: non-empty, bounded,
+// printable, no spaces (plugins.ValidateName).
+func ValidateName(kind, s string) error { return plugins.ValidateName(kind, s) }
 
 // Value is the semaphore exactly as airlock stores it. Fields written by
 // other tools are kept in Extra and written back unchanged, so offpeak never
@@ -203,11 +187,32 @@ func (v *Value) Remove(id string) bool {
 	return false
 }
 
-// Frozen is the freeze marker stored beside the semaphore.
+// Frozen is the freeze marker stored beside the semaphore. A freeze is
+// encoded in the semaphore itself, which is what airlock reads: total_slots
+// is 0 while frozen, so airlock (and anything following its rules) grants
+// nobody new, while existing holders keep their slots. The count to restore
+// at the thaw lives here, in offpeak's record, because airlock drops fields
+// of the semaphore value it does not know.
 type Frozen struct {
 	Reason string    `json:"reason"`
 	By     string    `json:"by,omitempty"`
 	At     time.Time `json:"at,omitzero"`
+	// SavedSlots is the total_slots the thaw restores. Nil in a marker
+	// written before freezes set total_slots to 0: such a freeze left the
+	// live count in place, and the thaw leaves it alone.
+	SavedSlots *uint64 `json:"saved_total_slots,omitempty"`
+}
+
+// Slots is the group's slot count as an operator means it: the saved count
+// while frozen, else the semaphore's.
+func (s Snapshot) Slots() uint64 {
+	if s.Frozen != nil && s.Frozen.SavedSlots != nil {
+		return *s.Frozen.SavedSlots
+	}
+	if s.Sem != nil {
+		return s.Sem.TotalSlots
+	}
+	return 0
 }
 
 // parseFrozen decodes a freeze marker.
@@ -248,6 +253,11 @@ type Snapshot struct {
 	// Version is the store's version of the semaphore key, which a guarded
 	// Write compares (etcd's key version, Consul's ModifyIndex); 0: absent.
 	Version uint64
+	// FrozenVersion is the store's version of the freeze marker, which a
+	// Write with GuardFrozen compares: a value that never repeats once the
+	// marker is deleted and written again (etcd's ModRevision, Consul's
+	// ModifyIndex); 0: absent.
+	FrozenVersion uint64
 	// Revision is the store revision of the read, LockState.Revision.
 	Revision uint64
 }
@@ -263,14 +273,16 @@ func (s *Snapshot) SetSem(b []byte, version uint64) error {
 }
 
 // AddRecord decodes one of offpeak's records; rel is its key relative to the
-// group's prefix. Keys outside the layout (events included) are ignored.
-func (s *Snapshot) AddRecord(rel string, b []byte) error {
+// group's prefix and version its store version (used for the freeze
+// marker, see FrozenVersion). Keys outside the layout (events included) are
+// ignored.
+func (s *Snapshot) AddRecord(rel string, b []byte, version uint64) error {
 	if rel == FrozenKey {
 		f, err := parseFrozen(b)
 		if err != nil {
 			return err
 		}
-		s.Frozen = f
+		s.Frozen, s.FrozenVersion = f, version
 		return nil
 	}
 	seg, ok := strings.CutPrefix(rel, HoldersDir)
@@ -297,8 +309,8 @@ func (s *Snapshot) AddRecord(rel string, b []byte) error {
 // their ID.
 func (s Snapshot) State(group string) plugins.LockState {
 	st := plugins.LockState{Group: group, Holders: []plugins.Holder{}, Revision: s.Revision}
+	st.Slots = int(s.Slots())
 	if s.Sem != nil {
-		st.Slots = int(s.Sem.TotalSlots)
 		for _, id := range s.Sem.Holders {
 			h, ok := s.Meta[id]
 			if !ok {
@@ -333,6 +345,9 @@ type Plan struct {
 	// CheckNotFrozen: the write must fail if a freeze marker appeared since
 	// the read (set whenever a new holder is added).
 	CheckNotFrozen bool
+	// Refresh: the requester already holds a slot; only its record is
+	// rewritten.
+	Refresh bool
 }
 
 // Writes reports whether the plan changes anything.
@@ -358,24 +373,40 @@ func (p Plan) Apply(s Snapshot, revision uint64) Snapshot {
 }
 
 // Decide plans an Acquire. now is req.Now or the locker's clock. The
-// request's group and holder id are assumed valid (see Ops.Acquire).
+// request's group and holder are assumed valid (see Ops.Acquire).
 //
-// Rules: an existing holder is always granted and its record refreshed,
-// even in a frozen group. A frozen group grants nobody new and reclaims
-// nothing. With ReclaimStale, every holder whose Deadline is set and not
-// after now is removed, whether or not the requester then fits. A new
-// holder is added only while the holders number fewer than total_slots.
+// Rules: an existing holder is granted again and its record refreshed, even
+// in a frozen group, if plugins.SameNode says the stored record is its own;
+// a record written by another machine under the same id is a collision
+// (ErrNodeIDCollision), unless the request may reclaim it as stale, which
+// then happens as for any stale holder. A frozen group grants nobody new and
+// reclaims nothing. With ReclaimStale, every holder whose Deadline is set
+// and not after now is removed, whether or not the requester then fits. A
+// new holder is added only while the holders number fewer than
+// total_slots.
 func Decide(s Snapshot, req plugins.AcquireRequest, now time.Time) (Plan, error) {
 	id := req.Holder.ID
 	h := req.Holder
 	if s.Sem != nil && s.Sem.Has(id) {
-		if h.AcquiredAt.IsZero() {
-			h.AcquiredAt = now
-			if old, ok := s.Meta[id]; ok && !old.AcquiredAt.IsZero() {
-				h.AcquiredAt = old.AcquiredAt
-			}
+		old, ok := s.Meta[id]
+		var collision error
+		if ok {
+			collision = plugins.SameNode(old, h, req.PreviousBootID)
 		}
-		return Plan{Granted: true, Holder: h}, nil
+		if collision == nil {
+			if h.AcquiredAt.IsZero() {
+				h.AcquiredAt = now
+				if ok && !old.AcquiredAt.IsZero() {
+					h.AcquiredAt = old.AcquiredAt
+				}
+			}
+			return Plan{Granted: true, Refresh: true, Holder: h}, nil
+		}
+		if !stale(old, req, now, s.Frozen != nil) {
+			return Plan{}, collision
+		}
+		// Another machine's record, past its deadline: reclaimed below
+		// like any stale holder.
 	}
 	if s.Frozen != nil {
 		return Plan{Frozen: true}, nil
@@ -397,7 +428,7 @@ func Decide(s Snapshot, req plugins.AcquireRequest, now time.Time) (Plan, error)
 		// sem is a clone, so the snapshot's list is safe to range over.
 		for _, hid := range s.Sem.Holders {
 			m, ok := s.Meta[hid]
-			if !ok || m.Deadline.IsZero() || now.Before(m.Deadline) {
+			if !ok || !stale(m, req, now, false) {
 				continue
 			}
 			sem.Remove(hid)
@@ -414,6 +445,13 @@ func Decide(s Snapshot, req plugins.AcquireRequest, now time.Time) (Plan, error)
 		p.Sem = sem
 	}
 	return p, nil
+}
+
+// stale reports whether the request may reclaim holder record m: it asks
+// to, the record has a deadline that is not after now, and the group is not
+// frozen.
+func stale(m plugins.Holder, req plugins.AcquireRequest, now time.Time, frozen bool) bool {
+	return req.ReclaimStale && !frozen && !m.Deadline.IsZero() && !now.Before(m.Deadline)
 }
 
 // staleReason is the event reason for a reclaimed holder.

@@ -193,7 +193,7 @@ func TestAddRecord(t *testing.T) {
 		{"holders/%zz", `nope`},
 		{"unrelated", `nope`},
 	} {
-		if err := s.AddRecord(c.rel, []byte(c.value)); err != nil {
+		if err := s.AddRecord(c.rel, []byte(c.value), 1); err != nil {
 			t.Fatalf("AddRecord(%s): %v", c.rel, err)
 		}
 	}
@@ -205,7 +205,7 @@ func TestAddRecord(t *testing.T) {
 		{"holders/a", `[`},
 		{"frozen", `"yes"`},
 	} {
-		if err := s.AddRecord(c.rel, []byte(c.value)); !errors.Is(err, ErrMalformed) {
+		if err := s.AddRecord(c.rel, []byte(c.value), 1); !errors.Is(err, ErrMalformed) {
 			t.Fatalf("AddRecord(%s, %s) = %v, want ErrMalformed", c.rel, c.value, err)
 		}
 	}

@@ -68,7 +68,7 @@ func Run(t *testing.T, s semaphore.Store) {
 	commit("records while the semaphore is absent", semaphore.Write{Guarded: true, Version: 0, Ops: []semaphore.Op{holder("x")}}, true)
 	commit("records guarded by a version that does not exist", semaphore.Write{Guarded: true, Version: 7, Ops: []semaphore.Op{holder("y")}}, false)
 	commit("drop them", semaphore.Write{Ops: []semaphore.Op{{Key: semaphore.HolderKey("x"), Delete: true}}}, true)
-	rev1 := commit("create", semaphore.Write{Guarded: true, Version: 0, NotFrozen: true, Sem: sem("a"), Ops: []semaphore.Op{holder("a")}}, true)
+	rev1 := commit("create", semaphore.Write{Guarded: true, Version: 0, GuardFrozen: true, Sem: sem("a"), Ops: []semaphore.Op{holder("a")}}, true)
 	commit("create again from the same read", semaphore.Write{Guarded: true, Version: 0, Sem: sem("b")}, false)
 
 	s1 := read()
@@ -87,18 +87,36 @@ func Run(t *testing.T, s semaphore.Store) {
 
 	// A freeze lands between a read and the write planned from it.
 	commit("freeze", semaphore.Write{Ops: []semaphore.Op{{Key: semaphore.FrozenKey, Value: []byte(`{"reason":"r"}`)}}}, true)
-	commit("add a holder to a group frozen since the read", semaphore.Write{Guarded: true, Version: s1.Version, NotFrozen: true, Sem: sem("a", "b"), Ops: []semaphore.Op{holder("b")}}, false)
+	commit("add a holder to a group frozen since the read", semaphore.Write{Guarded: true, Version: s1.Version, GuardFrozen: true, Sem: sem("a", "b"), Ops: []semaphore.Op{holder("b")}}, false)
 	s2 := read()
 	if s2.Frozen == nil || s2.Frozen.Reason != "r" || s2.Sem.Has("b") || s2.Meta["b"].ID != "" {
 		t.Fatalf("after a refused add in a frozen group: %+v", s2)
 	}
+	if s2.FrozenVersion == 0 {
+		t.Fatalf("a frozen group reads with no marker version: %+v", s2)
+	}
 	commit("release while frozen", semaphore.Write{Guarded: true, Version: s2.Version, Sem: sem(), Ops: []semaphore.Op{{Key: semaphore.HolderKey("a"), Delete: true}}}, true)
-	commit("thaw", semaphore.Write{Ops: []semaphore.Op{{Key: semaphore.FrozenKey, Delete: true}}}, true)
+	// The marker's version never repeats: a write planned against one
+	// freeze fails against a later one, even after a thaw and a new freeze.
+	marker := func(reason string) []semaphore.Op {
+		return []semaphore.Op{{Key: semaphore.FrozenKey, Value: []byte(`{"reason":"` + reason + `"}`)}}
+	}
+	s2b := read()
+	commit("thaw", semaphore.Write{Guarded: true, Version: s2b.Version, GuardFrozen: true, FrozenVersion: s2b.FrozenVersion,
+		Ops: []semaphore.Op{{Key: semaphore.FrozenKey, Delete: true}}}, true)
+	commit("freeze again", semaphore.Write{Guarded: true, Version: s2b.Version, GuardFrozen: true, Ops: marker("again")}, true)
+	commit("change the marker of the first freeze", semaphore.Write{Guarded: true, Version: s2b.Version, GuardFrozen: true, FrozenVersion: s2b.FrozenVersion, Ops: marker("stale")}, false)
+	s2c := read()
+	if s2c.Frozen == nil || s2c.Frozen.Reason != "again" {
+		t.Fatalf("after a stale marker write: %+v", s2c.Frozen)
+	}
+	commit("thaw again", semaphore.Write{Guarded: true, Version: s2c.Version, GuardFrozen: true, FrozenVersion: s2c.FrozenVersion,
+		Ops: []semaphore.Op{{Key: semaphore.FrozenKey, Delete: true}}}, true)
 	s3 := read()
 	if s3.Frozen != nil || s3.Sem.Has("a") || len(s3.Meta) != 0 || s3.Version == s2.Version {
 		t.Fatalf("after release and thaw: %+v", s3)
 	}
-	commit("add after the thaw", semaphore.Write{Guarded: true, Version: s3.Version, NotFrozen: true, Sem: sem("b"), Ops: []semaphore.Op{holder("b")}}, true)
+	commit("add after the thaw", semaphore.Write{Guarded: true, Version: s3.Version, GuardFrozen: true, Sem: sem("b"), Ops: []semaphore.Op{holder("b")}}, true)
 	if s := read(); !s.Sem.Has("b") || s.Meta["b"].ID != "b" || s.Revision <= s3.Revision {
 		t.Fatalf("after add: %+v (revision before %d)", s, s3.Revision)
 	}
