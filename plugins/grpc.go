@@ -108,9 +108,9 @@ func (s *lockerServer) Acquire(ctx context.Context, req *pluginpb.AcquireRequest
 		return nil, badRequest("slots %d out of range", req.GetSlots())
 	}
 	res, err := s.impl.Acquire(ctx, AcquireRequest{
-		Group:        req.GetGroup(),
-		Holder:       holder,
-		Slots:        int(req.GetSlots()),
+		Group:          req.GetGroup(),
+		Holder:         holder,
+		Slots:          int(req.GetSlots()),
 		ReclaimStale:   req.GetReclaimStale(),
 		Now:            now,
 		PreviousBootID: req.GetPreviousBootId(),
@@ -254,9 +254,9 @@ func (l *lockerClient) Configure(ctx context.Context, config json.RawMessage) er
 
 func (l *lockerClient) Acquire(ctx context.Context, req AcquireRequest) (AcquireResult, error) {
 	resp, err := l.c.Acquire(ctx, &pluginpb.AcquireRequest{
-		Group:        req.Group,
-		Holder:       holderToPB(req.Holder),
-		Slots:        int64(req.Slots),
+		Group:          req.Group,
+		Holder:         holderToPB(req.Holder),
+		Slots:          int64(req.Slots),
 		ReclaimStale:   req.ReclaimStale,
 		Now:            tsToPB(req.Now),
 		PreviousBootId: req.PreviousBootID,
