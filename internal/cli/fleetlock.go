@@ -85,7 +85,11 @@ func (a *App) runFleetlockServe(ctx context.Context, f fleetlockServeFlags) erro
 		return err
 	}
 	defer closeFn()
-	cfg := fleetlock.ServerConfig{Locker: l, Logger: a.Logger, DefaultSlots: pol.Lock.Slots, AdminToken: token, Now: a.Now}
+	// Only the groups the policy names are served (airlock's rule): a
+	// client's typo must not create a group that coordinates with nobody.
+	groups := pol.Lock.ServedGroups(pol.Node.Group)
+	cfg := fleetlock.ServerConfig{Locker: l, Logger: a.Logger, Group: fleetlock.Groups(groups), StaleAfter: pol.Lock.StaleAfter.D(),
+		AdminToken: token, Now: a.Now}
 	if !f.ignoreWindows && pol.Strategy == "window" {
 		cal, err := scheduler.NewCalendar(pol)
 		if err != nil {
@@ -101,6 +105,7 @@ func (a *App) runFleetlockServe(ctx context.Context, f fleetlockServeFlags) erro
 	if err != nil {
 		return err
 	}
+	a.Logger.Info("fleetlock server groups", "groups", groups, "stale_after", pol.Lock.StaleAfter.D())
 	return serveFleetlock(ctx, a.Logger, ln, srv, tc)
 }
 

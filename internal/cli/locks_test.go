@@ -162,7 +162,7 @@ func TestLocksCommandsEndToEnd(t *testing.T) {
 
 func TestFleetlockServe(t *testing.T) {
 	l := fileLocker(t)
-	srv, err := fleetlock.NewServer(fleetlock.ServerConfig{Locker: l, DefaultSlots: 1})
+	srv, err := fleetlock.NewServer(fleetlock.ServerConfig{Locker: l, Group: fleetlock.Groups(map[string]int{"g": 1})})
 	if err != nil {
 		t.Fatal(err)
 	}

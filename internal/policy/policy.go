@@ -88,6 +88,19 @@ type Lock struct {
 	StaleAfter Duration       `toml:"stale_after" json:"stale_after"`
 	Timeout    Duration       `toml:"timeout" json:"timeout"`
 	Config     map[string]any `toml:"config" json:"config,omitempty"`
+	// Groups names the groups `offpeak fleetlock serve` serves, with the
+	// slot count each is created with; empty serves [node] group alone,
+	// with slots.
+	Groups map[string]int `toml:"groups,omitempty" json:"groups,omitempty"`
+}
+
+// ServedGroups returns the groups a FleetLock server on this policy serves,
+// with their slot counts.
+func (l Lock) ServedGroups(nodeGroup string) map[string]int {
+	if len(l.Groups) > 0 {
+		return l.Groups
+	}
+	return map[string]int{nodeGroup: max(l.Slots, 1)}
 }
 
 // Health is one health check.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"path/filepath"
 	"reflect"
@@ -98,6 +99,15 @@ func (c *collector) validateFile(p *Policy, m map[string]any, opts Options) {
 	}
 	if has(m, "lock", "slots") && p.Lock.Slots < 1 {
 		c.addf("lock.slots", "must be at least 1, not %d", p.Lock.Slots)
+	}
+	if has(m, "lock", "groups") {
+		for _, g := range slices.Sorted(maps.Keys(p.Lock.Groups)) {
+			if !groupRe.MatchString(g) {
+				c.addf("lock.groups."+g, "%q is not a valid group name (letters, digits, '.', '_', '-'; at most 63)", g)
+			} else if n := p.Lock.Groups[g]; n < 1 {
+				c.addf("lock.groups."+g, "must be at least 1 slot, not %d", n)
+			}
+		}
 	}
 	if has(m, "lock", "timeout") && p.Lock.Timeout <= 0 {
 		c.addf("lock.timeout", "must be positive")

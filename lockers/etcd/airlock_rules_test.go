@@ -1,9 +1,7 @@
 package etcd
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -201,5 +199,3 @@ func TestFreezeStopsAirlock(t *testing.T) {
 	})
 }
 
-var _ = errors.New
-var _ context.Context

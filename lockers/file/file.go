@@ -103,8 +103,11 @@ func (l *Locker) paths(group string) (data, lock string, err error) {
 	if l.cfg.Dir == "" {
 		return "", "", fmt.Errorf("%w: not configured", plugins.ErrInvalidArgument)
 	}
+	if err := plugins.ValidateName("group", group); err != nil {
+		return "", "", err
+	}
 	if !groupRe.MatchString(group) {
-		return "", "", fmt.Errorf("%w: group %q", plugins.ErrInvalidArgument, group)
+		return "", "", fmt.Errorf("%w: group %q: the file locker takes letters, digits, '.', '_' and '-'", plugins.ErrInvalidArgument, group)
 	}
 	return filepath.Join(l.cfg.Dir, group+".json"), filepath.Join(l.cfg.Dir, group+".lock"), nil
 }
@@ -213,8 +216,8 @@ func (l *Locker) state(group string, s semaphore) plugins.LockState {
 
 // Acquire grants a slot when one is free and the group is not frozen.
 func (l *Locker) Acquire(ctx context.Context, req plugins.AcquireRequest) (plugins.AcquireResult, error) {
-	if req.Holder.ID == "" {
-		return plugins.AcquireResult{}, fmt.Errorf("%w: holder id missing", plugins.ErrInvalidArgument)
+	if err := plugins.ValidateAcquire(req); err != nil {
+		return plugins.AcquireResult{}, err
 	}
 	now := req.Now
 	if now.IsZero() {
@@ -225,14 +228,28 @@ func (l *Locker) Acquire(ctx context.Context, req plugins.AcquireRequest) (plugi
 		if s.Meta == nil {
 			s.Meta = map[string]plugins.Holder{}
 		}
+		stale := func(h plugins.Holder) bool {
+			return req.ReclaimStale && s.Frozen == nil && !h.Deadline.IsZero() && !now.Before(h.Deadline)
+		}
 		if slices.Contains(s.Holders, req.Holder.ID) {
-			h := req.Holder
-			if prev, ok := s.Meta[h.ID]; ok && !prev.AcquiredAt.IsZero() {
-				h.AcquiredAt = prev.AcquiredAt
+			prev, ok := s.Meta[req.Holder.ID]
+			var collision error
+			if ok {
+				collision = plugins.SameNode(prev, req.Holder, req.PreviousBootID)
 			}
-			s.Meta[h.ID] = h
-			res.Granted = true
-			return true, nil
+			if collision == nil {
+				h := req.Holder
+				if ok && !prev.AcquiredAt.IsZero() {
+					h.AcquiredAt = prev.AcquiredAt
+				}
+				s.Meta[h.ID] = h
+				res.Granted = true
+				return true, nil
+			}
+			if !stale(prev) {
+				return false, collision
+			}
+			// Another machine's record, past its deadline: reclaimed below.
 		}
 		if s.Frozen != nil {
 			return false, nil
@@ -241,7 +258,7 @@ func (l *Locker) Acquire(ctx context.Context, req plugins.AcquireRequest) (plugi
 			kept := s.Holders[:0]
 			for _, id := range s.Holders {
 				h := s.Meta[id]
-				if !h.Deadline.IsZero() && !now.Before(h.Deadline) {
+				if stale(h) {
 					if h.ID == "" {
 						h.ID = id
 					}
@@ -279,8 +296,11 @@ func (l *Locker) Acquire(ctx context.Context, req plugins.AcquireRequest) (plugi
 
 // Release gives a slot back.
 func (l *Locker) Release(ctx context.Context, req plugins.ReleaseRequest) error {
-	if req.ID == "" {
-		return fmt.Errorf("%w: holder id missing", plugins.ErrInvalidArgument)
+	if err := plugins.ValidateName("group", req.Group); err != nil {
+		return err
+	}
+	if err := plugins.ValidateName("holder id", req.ID); err != nil {
+		return err
 	}
 	_, err := l.update(ctx, req.Group, 0, func(s *semaphore) (bool, error) {
 		i := slices.Index(s.Holders, req.ID)
@@ -348,13 +368,17 @@ func (l *Locker) SetSlots(ctx context.Context, group string, slots int) (plugins
 	return l.state(group, s), nil
 }
 
-// Freeze stops new grants in the group.
+// Freeze stops new grants in the group. A group not created yet is created
+// with req.Slots, the count it has once thawed.
 func (l *Locker) Freeze(ctx context.Context, req plugins.FreezeRequest) error {
+	if err := plugins.ValidateName("group", req.Group); err != nil {
+		return err
+	}
 	at := req.At
 	if at.IsZero() {
 		at = l.now()
 	}
-	_, err := l.update(ctx, req.Group, 0, func(s *semaphore) (bool, error) {
+	_, err := l.update(ctx, req.Group, max(req.Slots, 1), func(s *semaphore) (bool, error) {
 		s.Frozen = &frozen{Reason: req.Reason, By: req.By, At: at}
 		return true, nil
 	})

@@ -147,7 +147,10 @@ func (l *Locker) Configure(_ context.Context, raw json.RawMessage) error {
 	tr.TLSClientConfig = tc
 	l.mu.Lock()
 	l.base, l.token, l.timeout, l.poll, l.retries = base, token, cfg.RequestTimeout.D(), cfg.PollInterval.D(), retries
-	l.hc = &http.Client{Transport: tr}
+	// A redirect is not followed: the FleetLock header is there so that a
+	// request is answered where it was sent, and a redirected POST turns
+	// into a GET of some page.
+	l.hc = &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	l.mu.Unlock()
 	l.log.Debug("fleetlock client configured", "url", base.Redacted(), "tls", tc != nil, "client_cert", cfg.CertFile != "", "token", token != "")
 	return nil
@@ -210,6 +213,82 @@ type reply struct {
 }
 
 func (r reply) json() bool { return strings.HasPrefix(r.ctype, "application/json") }
+
+// maxQuote bounds how much of an unrecognised answer an error quotes.
+const maxQuote = 160
+
+// quote is a bounded prefix of the answer's body, escaped: it comes from
+// whatever answered and ends up in logs and status.
+func (r reply) quote() string {
+	b := bytes.TrimSpace(r.body)
+	if len(b) == 0 {
+		return http.StatusText(r.code) + " (empty body)"
+	}
+	more := ""
+	if len(b) > maxQuote {
+		b, more = b[:maxQuote], "…"
+	}
+	return strconv.QuoteToASCII(string(b)) + more
+}
+
+// grant checks a 200 answer to pre-reboot and returns offpeak's reply when
+// the server sent one. A grant is only what a FleetLock server says: an
+// empty body (the protocol, airlock), offpeak's reply with granted true for
+// the group asked, or a FleetLock reply object {"kind":…,"value":…} that
+// some servers send with their 200. Anything else, a web server's welcome
+// page behind a wrong URL say, is an error quoting the answer.
+func (r reply) grant(group string) (*PreRebootReply, error) {
+	if len(bytes.TrimSpace(r.body)) == 0 {
+		return nil, nil
+	}
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(r.body, &fields) == nil && fields != nil {
+		if _, ok := fields["granted"]; ok {
+			var ext PreRebootReply
+			if json.Unmarshal(r.body, &ext) == nil && ext.Granted && ext.State.Group == group {
+				return &ext, nil
+			}
+		} else if e, ok := fields["kind"]; ok {
+			var kind string
+			if json.Unmarshal(e, &kind) == nil && kind != "" {
+				return nil, nil
+			}
+		}
+	}
+	return nil, r.notFleetLock("pre-reboot")
+}
+
+// released checks a 200 answer to steady-state like grant does; it reports
+// false when offpeak's server says the id held no slot.
+func (r reply) released() (bool, error) {
+	if len(bytes.TrimSpace(r.body)) == 0 {
+		return true, nil
+	}
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(r.body, &fields) == nil && fields != nil {
+		if _, ok := fields["released"]; ok {
+			var ext SteadyStateReply
+			if json.Unmarshal(r.body, &ext) == nil && ext.State.Group != "" {
+				return ext.Released, nil
+			}
+		} else if e, ok := fields["kind"]; ok {
+			var kind string
+			if json.Unmarshal(e, &kind) == nil && kind != "" {
+				return true, nil
+			}
+		}
+	}
+	return false, r.notFleetLock("steady-state")
+}
+
+func (r reply) notFleetLock(op string) error {
+	ct := r.ctype
+	if ct == "" {
+		ct = "no content type"
+	}
+	return &replyError{op: op, code: r.code, value: fmt.Sprintf("not a FleetLock answer (%s): %s; is the url right?", strconv.QuoteToASCII(ct), r.quote()),
+		sentinel: plugins.ErrUnavailable}
+}
 
 // replyError is a non-200 answer turned into an error; it names the kind
 // and value so the operator sees the server's reason.
@@ -318,18 +397,13 @@ func failure(op string, r reply) error {
 	if r.err != nil {
 		e.kind, e.value = r.err.Kind, r.err.Value
 	} else {
-		v := strings.TrimSpace(string(r.body))
-		if len(v) > 200 {
-			v = v[:200] + "…"
-		}
-		if v == "" {
-			v = http.StatusText(r.code)
-		}
-		e.value = "unexpected reply: " + v
+		e.value = "unexpected reply: " + r.quote()
 	}
 	switch {
 	case e.kind == KindFrozen:
 		e.sentinel = plugins.ErrFrozen
+	case e.kind == KindNodeIDCollision:
+		e.sentinel = plugins.ErrNodeIDCollision
 	case e.kind == KindInvalidIdentity, e.kind == KindUnknownGroup, e.kind == KindBadRequest:
 		e.sentinel = plugins.ErrInvalidArgument
 	case e.kind == KindFailedLock && r.code >= 500:
@@ -346,9 +420,13 @@ func notSupported(op string) error {
 
 // Acquire posts pre-reboot. failed_lock, outside_maintenance_window and
 // group_frozen are refusals (Granted false, no error); for group_frozen the
-// returned state is marked Frozen.
+// returned state is marked Frozen. A plain FleetLock server tells no counts:
+// its answers come back as an Opaque state with the poll interval.
+//
+// The request carries no clock and no reclaim flag: whether a holder is
+// stale is the server's decision alone.
 func (l *Locker) Acquire(ctx context.Context, req plugins.AcquireRequest) (plugins.AcquireResult, error) {
-	if err := validate(req.Group, req.Holder.ID); err != nil {
+	if err := plugins.ValidateAcquire(req); err != nil {
 		return plugins.AcquireResult{}, err
 	}
 	s, err := l.settings()
@@ -358,23 +436,28 @@ func (l *Locker) Acquire(ctx context.Context, req plugins.AcquireRequest) (plugi
 	h := req.Holder
 	body := Request{
 		ClientParams: ClientParams{ID: req.Holder.ID, Group: req.Group},
-		Offpeak:      &RequestExt{Holder: &h, Slots: req.Slots, ReclaimStale: req.ReclaimStale, Now: req.Now},
+		Offpeak:      &RequestExt{Holder: &h, Slots: req.Slots, PreviousBootID: req.PreviousBootID},
 	}
 	r, err := l.do(ctx, s, http.MethodPost, PathPreReboot, nil, body, s.timeout)
 	if err != nil {
 		return plugins.AcquireResult{}, err
 	}
+	opaque := func(st plugins.LockState) plugins.LockState {
+		st.Group, st.Revision, st.Opaque, st.PollInterval = req.Group, l.nextLocalRev(), true, s.poll
+		return st
+	}
 	if r.code == http.StatusOK {
-		var ext PreRebootReply
-		if r.json() && json.Unmarshal(r.body, &ext) == nil && ext.State.Group != "" {
+		ext, err := r.grant(req.Group)
+		if err != nil {
+			return plugins.AcquireResult{}, err
+		}
+		if ext != nil {
 			return plugins.AcquireResult{Granted: true, State: ext.State, Reclaimed: ext.Reclaimed}, nil
 		}
-		return plugins.AcquireResult{Granted: true, State: plugins.LockState{
-			Group: req.Group, Holders: []plugins.Holder{h}, Revision: l.nextLocalRev(),
-		}}, nil
+		return plugins.AcquireResult{Granted: true, State: opaque(plugins.LockState{Holders: []plugins.Holder{h}})}, nil
 	}
 	if r.err != nil && (r.err.Kind == KindFailedLock || r.err.Kind == KindOutsideWindow || r.err.Kind == KindFrozen) {
-		st := plugins.LockState{Group: req.Group, Revision: l.nextLocalRev(), Frozen: r.err.Kind == KindFrozen}
+		st := opaque(plugins.LockState{Frozen: r.err.Kind == KindFrozen, Answer: r.err.Kind + ": " + r.err.Value})
 		if st.Frozen {
 			st.FrozenReason = r.err.Value
 		}
@@ -392,8 +475,8 @@ func (l *Locker) Acquire(ctx context.Context, req plugins.AcquireRequest) (plugi
 }
 
 // Release posts steady-state. An offpeak server tells whether the id held
-// a slot (ErrNotHolder otherwise); a plain server does not, and any 200 is
-// success.
+// a slot (ErrNotHolder otherwise); a plain server does not, and its 200 is
+// success. A 200 that is no FleetLock answer is an error.
 func (l *Locker) Release(ctx context.Context, req plugins.ReleaseRequest) error {
 	if err := validate(req.Group, req.ID); err != nil {
 		return err
@@ -413,8 +496,11 @@ func (l *Locker) Release(ctx context.Context, req plugins.ReleaseRequest) error 
 	if r.code != http.StatusOK {
 		return failure("steady-state", r)
 	}
-	var ext SteadyStateReply
-	if r.json() && json.Unmarshal(r.body, &ext) == nil && ext.State.Group != "" && !ext.Released {
+	released, err := r.released()
+	if err != nil {
+		return err
+	}
+	if !released {
 		return fmt.Errorf("fleetlock: %q in group %q: %w", req.ID, req.Group, plugins.ErrNotHolder)
 	}
 	return nil
@@ -452,8 +538,10 @@ func (l *Locker) Status(ctx context.Context, group string) (plugins.LockState, e
 }
 
 // Wait long-polls offpeak's wait endpoint. Against a plain FleetLock
-// server it sleeps poll_interval and returns a state with a new local
-// revision, so the caller asks pre-reboot again: FleetLock clients poll.
+// server it sleeps poll_interval, jittered, and returns an Opaque state
+// with a new local revision, so the caller asks pre-reboot again: FleetLock
+// clients poll. (The agent does not call Wait for an Opaque state; it asks
+// again after the state's PollInterval on its own clock.)
 func (l *Locker) Wait(ctx context.Context, group string, revision uint64) (plugins.LockState, error) {
 	if err := validate(group, "-"); err != nil {
 		return plugins.LockState{}, err
@@ -467,10 +555,10 @@ func (l *Locker) Wait(ctx context.Context, group string, revision uint64) (plugi
 		q := url.Values{"group": {group}, "revision": {strconv.FormatUint(revision, 10)}, "timeout": {poll.String()}}
 		st, err := l.getState(ctx, s, "wait", http.MethodGet, PathWait, q, nil, s.timeout+poll)
 		if errors.Is(err, ErrNotSupported) {
-			if err := l.sleep(ctx, s.poll); err != nil {
+			if err := l.sleep(ctx, jitter(s.poll, l.random())); err != nil {
 				return plugins.LockState{}, err
 			}
-			return plugins.LockState{Group: group, Revision: l.nextLocalRev()}, nil
+			return plugins.LockState{Group: group, Revision: l.nextLocalRev(), Opaque: true, PollInterval: s.poll}, nil
 		}
 		if err != nil {
 			return plugins.LockState{}, err
@@ -526,11 +614,14 @@ func (l *Locker) Thaw(ctx context.Context, group string) error {
 }
 
 func validate(group, id string) error {
-	if group == "" {
-		return fmt.Errorf("%w: empty group", plugins.ErrInvalidArgument)
+	if err := plugins.ValidateName("group", group); err != nil {
+		return err
 	}
-	if id == "" {
-		return fmt.Errorf("%w: empty holder id", plugins.ErrInvalidArgument)
-	}
-	return nil
+	return plugins.ValidateName("holder id", id)
+}
+
+// jitter spreads a poll interval over ±10% with r in [0, 1), so a fleet
+// that was refused together does not ask again together.
+func jitter(d time.Duration, r float64) time.Duration {
+	return d - d/10 + time.Duration(r*float64(d/5))
 }

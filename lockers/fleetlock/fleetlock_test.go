@@ -35,6 +35,9 @@ func backend(t *testing.T) plugins.Locker {
 	return l
 }
 
+// anyGroup serves every group, created with the count the client asks for.
+func anyGroup(string) (int, bool) { return 0, true }
+
 func startServer(t *testing.T, cfg ServerConfig) *httptest.Server {
 	t.Helper()
 	s, err := NewServer(cfg)
@@ -58,15 +61,17 @@ func client(t *testing.T, cfg map[string]any) *Locker {
 }
 
 func TestConformanceAgainstOffpeakServer(t *testing.T) {
-	hs := startServer(t, ServerConfig{Locker: backend(t), AdminToken: adminToken})
-	lockertest.Run(t, func(t *testing.T) plugins.Locker {
+	hs := startServer(t, ServerConfig{Locker: backend(t), AdminToken: adminToken, Group: anyGroup})
+	// The server judges staleness by its own clock and policy (none here),
+	// never by what the client says.
+	lockertest.RunWith(t, lockertest.Options{StaleByServer: true}, func(t *testing.T) plugins.Locker {
 		return client(t, map[string]any{"url": hs.URL, "token": adminToken, "request_timeout": "5s"})
 	})
 }
 
 func TestRoundTripAndBaseURLs(t *testing.T) {
 	be := backend(t)
-	s, err := NewServer(ServerConfig{Locker: be, DefaultSlots: 2})
+	s, err := NewServer(ServerConfig{Locker: be, Group: func(string) (int, bool) { return 2, true }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +115,7 @@ func TestRoundTripAndBaseURLs(t *testing.T) {
 // A plain FleetLock client (as zincati sends it) against offpeak's server.
 func TestPlainFleetLockClient(t *testing.T) {
 	be := backend(t)
-	hs := startServer(t, ServerConfig{Locker: be, Groups: map[string]int{"default": 1}})
+	hs := startServer(t, ServerConfig{Locker: be, Group: Groups(map[string]int{"default": 1})})
 	post := func(path, body string, header bool) (int, ErrorReply) {
 		req, _ := http.NewRequest(http.MethodPost, hs.URL+path, strings.NewReader(body))
 		if header {
@@ -185,7 +190,7 @@ func TestServerWindow(t *testing.T) {
 	be := backend(t)
 	var mu sync.Mutex
 	open := false
-	hs := startServer(t, ServerConfig{Locker: be, Allowed: func(time.Time) bool { mu.Lock(); defer mu.Unlock(); return open }})
+	hs := startServer(t, ServerConfig{Locker: be, Group: anyGroup, Allowed: func(time.Time) bool { mu.Lock(); defer mu.Unlock(); return open }})
 	l := client(t, map[string]any{"url": hs.URL})
 	ctx := lockertest.Ctx(t)
 	res, err := l.Acquire(ctx, plugins.AcquireRequest{Group: "w", Slots: 1, Holder: plugins.Holder{ID: "n1"}})
@@ -205,7 +210,7 @@ func TestServerWindow(t *testing.T) {
 
 func TestServerAdminToken(t *testing.T) {
 	be := backend(t)
-	hs := startServer(t, ServerConfig{Locker: be, AdminToken: adminToken})
+	hs := startServer(t, ServerConfig{Locker: be, AdminToken: adminToken, Group: anyGroup})
 	ctx := lockertest.Ctx(t)
 	cases := []struct {
 		name  string
@@ -375,12 +380,13 @@ func TestClientAgainstPlainServer(t *testing.T) {
 	l := client(t, map[string]any{"url": hs.URL, "poll_interval": "2m"})
 	var slept []time.Duration
 	l.sleep = func(_ context.Context, d time.Duration) error { slept = append(slept, d); return nil }
+	l.random = func() float64 { return 0.5 } // the middle of the ±10% jitter
 	ctx := lockertest.Ctx(t)
 	if _, err := l.Status(ctx, "g"); !errors.Is(err, ErrNotSupported) || !errors.Is(err, plugins.ErrUnavailable) {
 		t.Fatalf("Status = %v; want ErrNotSupported and ErrUnavailable", err)
 	}
 	st, err := l.Wait(ctx, "g", 7)
-	if err != nil || st.Revision == 7 || st.Group != "g" {
+	if err != nil || st.Revision == 7 || st.Group != "g" || !st.Opaque || st.PollInterval != 2*time.Minute {
 		t.Fatalf("Wait = %+v, %v", st, err)
 	}
 	if len(slept) != 1 || slept[0] != 2*time.Minute {
@@ -404,7 +410,7 @@ func TestTLS(t *testing.T) {
 	clientPair := ca.Client(t, "node")
 	strangerPair := other.Client(t, "stranger")
 	start := func(clientCA string) *httptest.Server {
-		s, err := NewServer(ServerConfig{Locker: be, DefaultSlots: 10})
+		s, err := NewServer(ServerConfig{Locker: be, Group: func(string) (int, bool) { return 10, true }})
 		if err != nil {
 			t.Fatal(err)
 		}

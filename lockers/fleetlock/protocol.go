@@ -13,8 +13,8 @@
 // carries {"kind":"…","value":"…"}.
 //
 // offpeak extends it compatibly. A request may carry an "offpeak" object
-// beside client_params (holder metadata, slot count, stale reclaim, release
-// reason); servers that do not know it ignore it. offpeak's server answers
+// beside client_params (holder metadata, slot count, previous boot id,
+// release reason); servers that do not know it ignore it. offpeak's server answers
 // 200 with a JSON body (grant/release result and the group state) that plain
 // clients ignore, and serves extra endpoints under <base>/v1/offpeak/:
 //
@@ -33,7 +33,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/offpeak/offpeak/plugins"
 )
@@ -65,6 +64,7 @@ const (
 	KindBadRequest      = "bad_request"
 	KindAdminDisabled   = "admin_disabled"
 	KindUnauthorized    = "unauthorized"
+	KindNodeIDCollision = "node_id_collision"
 )
 
 // maxBody bounds request bodies; a FleetLock body is a few dozen bytes.
@@ -82,13 +82,15 @@ type ClientParams struct {
 	Group string `json:"group"`
 }
 
-// RequestExt is offpeak's optional extension of a request.
+// RequestExt is offpeak's optional extension of a request. It carries
+// what a node says about itself; the server decides on time and staleness
+// by its own clock and policy (earlier clients also sent "now" and
+// "reclaim_stale", which the server ignores).
 type RequestExt struct {
-	Holder       *plugins.Holder `json:"holder,omitempty"`
-	Slots        int             `json:"slots,omitempty"`
-	ReclaimStale bool            `json:"reclaim_stale,omitempty"`
-	Now          time.Time       `json:"now,omitzero"`
-	Reason       string          `json:"reason,omitempty"`
+	Holder         *plugins.Holder `json:"holder,omitempty"`
+	Slots          int             `json:"slots,omitempty"`
+	PreviousBootID string          `json:"previous_boot_id,omitempty"`
+	Reason         string          `json:"reason,omitempty"`
 }
 
 // ErrorReply is the body of every non-200 reply.

@@ -2,11 +2,11 @@ package fleetlock
 
 import (
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,7 +41,7 @@ func postRaw(t *testing.T, url, path, body string) (int, ErrorReply) {
 func TestServerIgnoresClientClockAndReclaim(t *testing.T) {
 	be := backend(t)
 	t0 := time.Date(2026, 3, 1, 2, 0, 0, 0, time.UTC)
-	hs := startServer(t, ServerConfig{Locker: be, Groups: map[string]int{"web": 3}, Now: func() time.Time { return t0 }})
+	hs := startServer(t, ServerConfig{Locker: be, Group: Groups(map[string]int{"web": 3}), Now: func() time.Time { return t0 }})
 	ctx := lockertest.Ctx(t)
 	for _, id := range []string{"n1", "n2", "n3"} {
 		l := client(t, map[string]any{"url": hs.URL})
@@ -144,7 +144,7 @@ func TestClientRefusesWhatIsNotAGrant(t *testing.T) {
 	}{
 		{"HTML welcome page", "", []string{"not a FleetLock", "HTTP 200", "<!DOCTYPE html>", "Welcome to nginx!"}},
 		{"plain text", "/plain", []string{"not a FleetLock", `OK\x1b]0;owned\a`}},
-		{"JSON that is no FleetLock reply", "/json", []string{"not a FleetLock", `{"status":"ok"}`}},
+		{"JSON that is no FleetLock reply", "/json", []string{"not a FleetLock", `{\"status\":\"ok\"}`}},
 		{"redirect", "/moved", []string{"HTTP 302"}},
 	}
 	for _, c := range cases {
@@ -171,7 +171,7 @@ func TestClientRefusesWhatIsNotAGrant(t *testing.T) {
 		})
 	}
 	t.Run("offpeak's own server still grants", func(t *testing.T) {
-		srv := startServer(t, ServerConfig{Locker: backend(t), Groups: map[string]int{"web": 1}})
+		srv := startServer(t, ServerConfig{Locker: backend(t), Group: Groups(map[string]int{"web": 1})})
 		l := client(t, map[string]any{"url": srv.URL})
 		res, err := l.Acquire(lockertest.Ctx(t), plugins.AcquireRequest{Group: "web", Slots: 1, Holder: plugins.Holder{ID: "n1"}})
 		if err != nil || !res.Granted {
@@ -180,4 +180,39 @@ func TestClientRefusesWhatIsNotAGrant(t *testing.T) {
 	})
 }
 
-var _ = errors.Is
+
+// The server's own stale_after, on the server's clock, is what reclaims a
+// dead holder.
+func TestServerReclaimsByItsOwnClock(t *testing.T) {
+	be := backend(t)
+	t0 := time.Date(2026, 3, 1, 2, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	now := t0
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	hs := startServer(t, ServerConfig{Locker: be, Group: Groups(map[string]int{"web": 1}), StaleAfter: time.Hour, Now: clock})
+	ctx := lockertest.Ctx(t)
+	l := client(t, map[string]any{"url": hs.URL})
+	// The client's own deadline far in the future does not protect it.
+	if res, err := l.Acquire(ctx, plugins.AcquireRequest{Group: "web", Slots: 1, Holder: plugins.Holder{ID: "dead", Deadline: t0.AddDate(10, 0, 0)}}); err != nil || !res.Granted {
+		t.Fatalf("Acquire(dead) = %+v, %v", res, err)
+	}
+	st, _ := be.Status(ctx, "web")
+	if len(st.Holders) != 1 || !st.Holders[0].Deadline.Equal(t0.Add(time.Hour)) || !st.Holders[0].AcquiredAt.Equal(t0) {
+		t.Fatalf("stored holder = %+v; want the server's acquired-at and deadline", st.Holders)
+	}
+	for _, c := range []struct {
+		at      time.Time
+		granted bool
+	}{{t0.Add(59 * time.Minute), false}, {t0.Add(61 * time.Minute), true}} {
+		mu.Lock()
+		now = c.at
+		mu.Unlock()
+		res, err := l.Acquire(ctx, plugins.AcquireRequest{Group: "web", Slots: 1, Holder: plugins.Holder{ID: "next"}})
+		if err != nil || res.Granted != c.granted {
+			t.Fatalf("Acquire(next) at %s = %+v, %v; want granted %v", c.at, res, err, c.granted)
+		}
+		if c.granted && (len(res.Reclaimed) != 1 || res.Reclaimed[0].ID != "dead") {
+			t.Fatalf("reclaimed %+v, want dead", res.Reclaimed)
+		}
+	}
+}

@@ -24,12 +24,17 @@ type ServerConfig struct {
 	// Locker holds the slots. Required.
 	Locker plugins.Locker
 	Logger *slog.Logger
-	// DefaultSlots is the slot count of a group created by a pre-reboot.
-	// Zero takes the count an offpeak client sends, else 1. Groups, when
-	// not empty, lists the only groups served and their slot counts; other
-	// groups get KindUnknownGroup, as in airlock.
-	DefaultSlots int
-	Groups       map[string]int
+	// Group resolves a group name against the server's policy: ok false
+	// means the server does not serve it, and a request for it gets
+	// KindUnknownGroup, as in airlock, and creates nothing. slots is the
+	// count a pre-reboot creates the group with; 0 takes the count an
+	// offpeak client asks for, else 1. Required (see Groups).
+	Group func(name string) (slots int, ok bool)
+	// StaleAfter is the server's own stale_after: a holder whose grant (or
+	// last refreshed grant) is older than this by the server's clock may be
+	// reclaimed by the next pre-reboot. Zero: never. What a client says
+	// about time or staleness is ignored.
+	StaleAfter time.Duration
 	// Allowed, when set, gates pre-reboot: outside a maintenance window the
 	// answer is KindOutsideWindow. Steady-state is always accepted.
 	Allowed func(time.Time) bool
@@ -55,13 +60,11 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.Locker == nil {
 		return nil, fmt.Errorf("%w: fleetlock server needs a locker", plugins.ErrInvalidArgument)
 	}
-	if cfg.DefaultSlots < 0 {
-		return nil, fmt.Errorf("%w: default slots %d", plugins.ErrInvalidArgument, cfg.DefaultSlots)
+	if cfg.Group == nil {
+		return nil, fmt.Errorf("%w: fleetlock server needs the groups it serves", plugins.ErrInvalidArgument)
 	}
-	for g, n := range cfg.Groups {
-		if g == "" || n < 1 {
-			return nil, fmt.Errorf("%w: group %q with %d slots", plugins.ErrInvalidArgument, g, n)
-		}
+	if cfg.StaleAfter < 0 {
+		return nil, fmt.Errorf("%w: stale_after %s is negative", plugins.ErrInvalidArgument, cfg.StaleAfter)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -85,6 +88,15 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		writeError(w, http.StatusNotFound, ErrorReply{Kind: KindNotFound, Value: "no such endpoint: " + r.URL.Path})
 	})
 	return s, nil
+}
+
+// Groups returns a ServerConfig.Group serving exactly the groups of m, each
+// created with its slot count.
+func Groups(m map[string]int) func(string) (int, bool) {
+	return func(name string) (int, bool) {
+		n, ok := m[name]
+		return n, ok
+	}
 }
 
 // ServeHTTP implements http.Handler.
@@ -175,6 +187,8 @@ func lockerErr(err error) *httpError {
 	switch {
 	case errors.Is(err, plugins.ErrFrozen):
 		return replyErr(http.StatusConflict, KindFrozen, "%v", err)
+	case errors.Is(err, plugins.ErrNodeIDCollision):
+		return replyErr(http.StatusConflict, KindNodeIDCollision, "%v", err)
 	case errors.Is(err, plugins.ErrInvalidArgument):
 		return replyErr(http.StatusBadRequest, KindBadRequest, "%v", err)
 	case errors.Is(err, plugins.ErrConflict):
@@ -185,27 +199,50 @@ func lockerErr(err error) *httpError {
 	return replyErr(http.StatusInternalServerError, KindInternal, "%v", err)
 }
 
+// identity parses a pre-reboot or steady-state body and checks what the
+// client says about itself: printable names of a group this server serves,
+// and printable holder fields.
 func (s *Server) identity(body []byte) (Request, *httpError) {
 	req, err := ParseRequest(body)
+	if err == nil {
+		err = plugins.ValidateName("client ID", req.ClientParams.ID)
+	}
+	if err == nil {
+		err = plugins.ValidateName("client group", req.ClientParams.Group)
+	}
+	if e := req.Offpeak; err == nil && e != nil && e.Holder != nil {
+		h := *e.Holder
+		h.ID = req.ClientParams.ID
+		err = plugins.ValidateHolder(h)
+	}
+	if e := req.Offpeak; err == nil && e != nil {
+		err = plugins.ValidateAcquire(plugins.AcquireRequest{Group: req.ClientParams.Group, Holder: plugins.Holder{ID: req.ClientParams.ID}, PreviousBootID: e.PreviousBootID})
+	}
 	if err != nil {
 		return Request{}, replyErr(http.StatusBadRequest, KindInvalidIdentity, "failed to validate client identity: %v", err)
 	}
-	if len(s.cfg.Groups) > 0 {
-		if _, ok := s.cfg.Groups[req.ClientParams.Group]; !ok {
-			return Request{}, replyErr(http.StatusBadRequest, KindUnknownGroup, "unknown group %q", req.ClientParams.Group)
-		}
+	if herr := s.served(req.ClientParams.Group); herr != nil {
+		return Request{}, herr
 	}
 	return req, nil
 }
 
-// slotsFor picks the slot count for a group the request may create: the
-// server's configuration wins over what an offpeak client asks for.
-func (s *Server) slotsFor(group string, ext *RequestExt) int {
-	if n, ok := s.cfg.Groups[group]; ok {
-		return n
+// served refuses a group the server's policy does not name.
+func (s *Server) served(group string) *httpError {
+	if err := plugins.ValidateName("group", group); err != nil {
+		return replyErr(http.StatusBadRequest, KindBadRequest, "%v", err)
 	}
-	if s.cfg.DefaultSlots > 0 {
-		return s.cfg.DefaultSlots
+	if _, ok := s.cfg.Group(group); !ok {
+		return replyErr(http.StatusBadRequest, KindUnknownGroup, "unknown group %q", group)
+	}
+	return nil
+}
+
+// slotsFor picks the slot count for a group the request may create: the
+// server's policy wins over what an offpeak client asks for.
+func (s *Server) slotsFor(group string, ext *RequestExt) int {
+	if n, _ := s.cfg.Group(group); n > 0 {
+		return n
 	}
 	if ext != nil && ext.Slots > 0 {
 		return ext.Slots
@@ -226,13 +263,21 @@ func (s *Server) preReboot(_ http.ResponseWriter, r *http.Request, body []byte) 
 		Group:  req.ClientParams.Group,
 		Holder: plugins.Holder{ID: req.ClientParams.ID},
 		Slots:  s.slotsFor(req.ClientParams.Group, req.Offpeak),
+		// Staleness is the server's call alone: its clock, its stale_after.
+		// A client's clock or reclaim flag never frees another node's slot.
+		ReclaimStale: s.cfg.StaleAfter > 0,
+		Now:          now,
 	}
 	if e := req.Offpeak; e != nil {
 		if e.Holder != nil {
 			ar.Holder = *e.Holder
 			ar.Holder.ID = req.ClientParams.ID
 		}
-		ar.ReclaimStale, ar.Now = e.ReclaimStale, e.Now
+		ar.PreviousBootID = e.PreviousBootID
+	}
+	ar.Holder.AcquiredAt, ar.Holder.Deadline = time.Time{}, time.Time{}
+	if s.cfg.StaleAfter > 0 {
+		ar.Holder.Deadline = now.Add(s.cfg.StaleAfter)
 	}
 	res, err := s.cfg.Locker.Acquire(r.Context(), ar)
 	if err != nil {
@@ -299,6 +344,9 @@ func (s *Server) status(_ http.ResponseWriter, r *http.Request, _ []byte) (any, 
 	if herr != nil {
 		return nil, herr
 	}
+	if herr := s.served(g); herr != nil {
+		return nil, herr
+	}
 	st, err := s.cfg.Locker.Status(r.Context(), g)
 	if err != nil {
 		return nil, lockerErr(err)
@@ -309,6 +357,9 @@ func (s *Server) status(_ http.ResponseWriter, r *http.Request, _ []byte) (any, 
 func (s *Server) wait(_ http.ResponseWriter, r *http.Request, _ []byte) (any, *httpError) {
 	g, herr := groupParam(r)
 	if herr != nil {
+		return nil, herr
+	}
+	if herr := s.served(g); herr != nil {
 		return nil, herr
 	}
 	q := r.URL.Query()
@@ -355,6 +406,9 @@ func (s *Server) setSlots(_ http.ResponseWriter, r *http.Request, body []byte) (
 	if herr := decodeStrict(body, &req); herr != nil {
 		return nil, herr
 	}
+	if herr := s.served(req.Group); herr != nil {
+		return nil, herr
+	}
 	st, err := s.cfg.Locker.SetSlots(r.Context(), req.Group, req.Slots)
 	if err != nil {
 		return nil, lockerErr(err)
@@ -368,6 +422,11 @@ func (s *Server) freeze(_ http.ResponseWriter, r *http.Request, body []byte) (an
 	if herr := decodeStrict(body, &req); herr != nil {
 		return nil, herr
 	}
+	if herr := s.served(req.Group); herr != nil {
+		return nil, herr
+	}
+	// A group the freeze creates gets the policy's count at the thaw.
+	req.Slots = s.slotsFor(req.Group, &RequestExt{Slots: req.Slots})
 	if err := s.cfg.Locker.Freeze(r.Context(), req); err != nil {
 		return nil, lockerErr(err)
 	}
@@ -377,6 +436,9 @@ func (s *Server) freeze(_ http.ResponseWriter, r *http.Request, body []byte) (an
 func (s *Server) thaw(_ http.ResponseWriter, r *http.Request, body []byte) (any, *httpError) {
 	var req GroupRequest
 	if herr := decodeStrict(body, &req); herr != nil {
+		return nil, herr
+	}
+	if herr := s.served(req.Group); herr != nil {
 		return nil, herr
 	}
 	if err := s.cfg.Locker.Thaw(r.Context(), req.Group); err != nil {

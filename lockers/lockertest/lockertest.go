@@ -38,8 +38,27 @@ import (
 	"github.com/offpeak/offpeak/plugins"
 )
 
+// Options says which rules a locker follows where lockers may differ.
+type Options struct {
+	// StaleByServer: the locker is reached over a network it must not
+	// trust with time (a FleetLock server): the caller's Now and
+	// ReclaimStale never free a slot, and the server sets AcquiredAt and
+	// Deadline by its own clock and stale_after (none in the suite).
+	StaleByServer bool
+}
+
 // Run runs the suite. newLocker is called once per subtest.
 func Run(t *testing.T, newLocker func(t *testing.T) plugins.Locker) {
+	RunWith(t, Options{}, newLocker)
+}
+
+// RunWith runs the suite for a locker with the given options.
+func RunWith(t *testing.T, opts Options, newLocker func(t *testing.T) plugins.Locker) {
+	testStaleReclaim := testStaleReclaim
+	testHolderMetadata := testHolderMetadata
+	if opts.StaleByServer {
+		testStaleReclaim, testHolderMetadata = testStaleIgnoresClient, testHolderMetadataServerClock
+	}
 	cases := []struct {
 		name string
 		fn   func(t *testing.T, l plugins.Locker, group string)
@@ -634,5 +653,44 @@ func testCollision(t *testing.T, l plugins.Locker, g string) {
 				t.Fatalf("a refused clone changed the record: %+v → %+v", before.Holders, after.Holders)
 			}
 		})
+	}
+}
+
+// testStaleIgnoresClient: a caller's clock and reclaim flag free nothing.
+func testStaleIgnoresClient(t *testing.T, l plugins.Locker, g string) {
+	ctx := Ctx(t)
+	t0 := time.Date(2026, 3, 1, 2, 0, 0, 0, time.UTC)
+	for _, id := range []string{"dead", "forever"} {
+		h := plugins.Holder{ID: id, AcquiredAt: t0, Deadline: t0.Add(time.Hour)}
+		if res, err := l.Acquire(ctx, plugins.AcquireRequest{Group: g, Slots: 2, Holder: h, Now: t0}); err != nil || !res.Granted {
+			t.Fatalf("Acquire(%s) = %+v, %v", id, res, err)
+		}
+	}
+	for _, now := range []time.Time{t0.Add(2 * time.Hour), time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)} {
+		res, err := l.Acquire(ctx, plugins.AcquireRequest{Group: g, Slots: 2, Holder: plugins.Holder{ID: "new"}, ReclaimStale: true, Now: now})
+		if err != nil || res.Granted || len(res.Reclaimed) != 0 {
+			t.Fatalf("Acquire claiming now=%s = %+v, %v; want refused, nothing reclaimed", now, res, err)
+		}
+		wantHolders(t, status(t, l, g), "dead", "forever")
+	}
+}
+
+// testHolderMetadataServerClock: what the node says about itself is kept;
+// its times are the server's.
+func testHolderMetadataServerClock(t *testing.T, l plugins.Locker, g string) {
+	at := time.Date(2001, 3, 1, 2, 0, 0, 0, time.UTC)
+	sent := plugins.Holder{ID: "n1", Hostname: "web-1.example", BootID: "b00t", Version: "4152.2.0",
+		AcquiredAt: at, Deadline: at.Add(time.Hour), Meta: map[string]string{"rack": "r7"}}
+	if res, err := l.Acquire(Ctx(t), plugins.AcquireRequest{Group: g, Slots: 1, Holder: sent}); err != nil || !res.Granted {
+		t.Fatalf("Acquire = %+v, %v", res, err)
+	}
+	st := status(t, l, g)
+	wantHolders(t, st, "n1")
+	got := st.Holders[0]
+	if got.Hostname != sent.Hostname || got.BootID != sent.BootID || got.Version != sent.Version || got.Meta["rack"] != "r7" {
+		t.Fatalf("holder = %+v, want %+v", got, sent)
+	}
+	if got.AcquiredAt.Equal(at) || got.AcquiredAt.IsZero() || !got.Deadline.IsZero() {
+		t.Fatalf("holder times = acquired %s, deadline %s; want the server's clock and no deadline without its stale_after", got.AcquiredAt, got.Deadline)
 	}
 }
