@@ -198,4 +198,3 @@ func TestFreezeStopsAirlock(t *testing.T) {
 		}
 	})
 }
-

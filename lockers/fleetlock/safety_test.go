@@ -180,7 +180,6 @@ func TestClientRefusesWhatIsNotAGrant(t *testing.T) {
 	})
 }
 
-
 // The server's own stale_after, on the server's clock, is what reclaims a
 // dead holder.
 func TestServerReclaimsByItsOwnClock(t *testing.T) {
