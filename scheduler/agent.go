@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/offpeak/offpeak/internal/policy"
+	"github.com/offpeak/offpeak/internal/printable"
 	"github.com/offpeak/offpeak/plugins"
 	"github.com/offpeak/offpeak/strategies"
 )
@@ -49,9 +50,13 @@ type Options struct {
 
 // State is what the agent persists between passes and across reboots.
 type State struct {
-	Phase             string                 `json:"phase"`
-	Group             string                 `json:"group,omitempty"` // group the slot belongs to
-	SlotAcquiredAt    time.Time              `json:"slot_acquired_at,omitzero"`
+	Phase          string    `json:"phase"`
+	Group          string    `json:"group,omitempty"` // group the slot belongs to
+	SlotAcquiredAt time.Time `json:"slot_acquired_at,omitzero"`
+	// SlotBootID is the boot id this node wrote into its holder record at
+	// its last grant. After a reboot while holding, it tells the locker that
+	// the record of the earlier boot is this node's (plugins.SameNode).
+	SlotBootID        string                 `json:"slot_boot_id,omitempty"`
 	BootID            string                 `json:"boot_id,omitempty"`
 	RebootFromBootID  string                 `json:"reboot_from_boot_id,omitempty"`
 	RebootRequestedAt time.Time              `json:"reboot_requested_at,omitzero"`
@@ -324,6 +329,11 @@ func (a *Agent) preReboot(ctx context.Context, now time.Time, boot string, r *Re
 		wasHolding := a.st.holding()
 		granted, err := a.acquire(ctx, now, boot, det, r)
 		switch {
+		case errors.Is(err, plugins.ErrNodeIDCollision):
+			// Never a lockless fallback: the locker answered, and the
+			// answer is that another machine holds this node's slot.
+			a.collision(r, err)
+			return nil
 		case err != nil && g.LockOptional && !wasHolding:
 			a.log.Warn("locker unreachable; best-effort strategy reboots without a slot", "err", err)
 			lockless = true
@@ -491,10 +501,18 @@ func (a *Agent) acquire(ctx context.Context, now time.Time, boot string, det Det
 			return false, err
 		}
 		a.lockInfo(r, st)
-		if st.Holds(h.ID) || (!st.Frozen && len(st.Holders) < st.Slots) {
+		for _, held := range st.Holders {
+			if held.ID == h.ID {
+				if err := plugins.SameNode(held, h, a.previousBootID(boot)); err != nil {
+					return false, err
+				}
+				return true, nil
+			}
+		}
+		if !st.Frozen && len(st.Holders) < st.Slots {
 			return true, nil
 		}
-		a.slotRefused(r, st)
+		a.slotRefused(r, now, st)
 		return false, nil
 	}
 	if !a.st.holding() {
@@ -508,9 +526,15 @@ func (a *Agent) acquire(ctx context.Context, now time.Time, boot string, det Det
 	_, err := a.lockCall(ctx, func(c context.Context) (plugins.LockState, error) {
 		var err error
 		res, err = a.opts.Locker.Acquire(c, plugins.AcquireRequest{Group: group, Holder: h, Slots: a.pol.Lock.Slots,
-			ReclaimStale: a.pol.Lock.StaleAfter > 0, Now: now})
+			ReclaimStale: a.pol.Lock.StaleAfter > 0, Now: now, PreviousBootID: a.previousBootID(boot)})
 		return res.State, err
 	})
+	if errors.Is(err, plugins.ErrNodeIDCollision) {
+		// The record under this node's id belongs to another machine: this
+		// node holds nothing, and must not give that machine's slot back.
+		a.st.Phase, a.st.Group, a.st.SlotAcquiredAt, a.st.SlotBootID = PhaseIdle, "", time.Time{}, ""
+		return false, err
+	}
 	if err != nil {
 		// Unknown whether the grant happened: stay "acquiring" so a later
 		// idle pass gives back whatever may be held.
@@ -524,7 +548,7 @@ func (a *Agent) acquire(ctx context.Context, now time.Time, boot string, det Det
 		if a.st.Phase == PhaseAcquiring {
 			a.st.Phase = PhaseIdle
 		}
-		a.slotRefused(r, res.State)
+		a.slotRefused(r, now, res.State)
 		return false, nil
 	}
 	if a.st.Phase == PhaseAcquiring || a.st.Phase == PhaseIdle {
@@ -532,21 +556,64 @@ func (a *Agent) acquire(ctx context.Context, now time.Time, boot string, det Det
 	}
 	a.st.Phase = PhaseHolding
 	a.st.Group = group
+	a.st.SlotBootID = boot
 	return true, a.save()
 }
 
-func (a *Agent) slotRefused(r *Result, st plugins.LockState) {
+// previousBootID is the boot id of this node's holder record when that was
+// written in another boot than the current one.
+func (a *Agent) previousBootID(boot string) string {
+	for _, b := range []string{a.st.SlotBootID, a.st.RebootFromBootID} {
+		if b != "" && b != boot {
+			return b
+		}
+	}
+	return ""
+}
+
+// collision reports a node id shared by two machines, loudly: in the
+// decision (status), as an ERROR log line and in the result's flag
+// (metrics).
+func (a *Agent) collision(r *Result, err error) {
+	r.NodeIDCollision = true
+	a.log.Error("node id collision: another machine holds this node's slot; give each machine its own /etc/machine-id (or [node] id)",
+		"node", a.opts.NodeID, "group", a.pol.Node.Group, "err", err)
+	a.decide(r, DecisionBlocked, "%s; no reboot until each machine has its own node id (regenerate /etc/machine-id on clones, or set [node] id)",
+		printable.String(err.Error()))
+}
+
+func (a *Agent) slotRefused(r *Result, now time.Time, st plugins.LockState) {
 	r.lockRevision = st.Revision
 	if st.Frozen {
 		a.decide(r, DecisionBlocked, "group %q is frozen%s%s; run `offpeak locks thaw --group %s` once the cause is fixed",
-			st.Group, optional(" by ", st.FrozenBy), optional(": ", st.FrozenReason), st.Group)
+			st.Group, optional(" by ", printable.String(st.FrozenBy)), optional(": ", printable.String(st.FrozenReason)), st.Group)
+		return
+	}
+	if st.Opaque {
+		// The service tells no counts and cannot be watched: ask again
+		// after its poll interval, jittered, on this agent's clock.
+		poll := st.PollInterval
+		if poll <= 0 {
+			poll = a.pol.Agent.Interval.D()
+		}
+		at := now.Add(poll - poll/10 + time.Duration(a.rnd.Int64N(int64(poll/5)+1)))
+		if r.wakeAt.IsZero() || at.Before(r.wakeAt) {
+			r.wakeAt = at
+		}
+		r.polling = true
+		answer := st.Answer
+		if answer == "" {
+			answer = "no slot"
+		}
+		a.decide(r, DecisionWaitSlot, "waiting for slot (%s answered: %s; next ask at %s)",
+			a.lockService(), printable.String(answer), r.wakeAt.Format(time.RFC3339))
 		return
 	}
 	var who []string
 	for _, h := range st.Holders {
-		s := h.ID
+		s := printable.String(h.ID)
 		if h.Hostname != "" && h.Hostname != h.ID {
-			s += " (" + h.Hostname + ")"
+			s += " (" + printable.String(h.Hostname) + ")"
 		}
 		if !h.AcquiredAt.IsZero() {
 			s += " since " + h.AcquiredAt.Format(time.RFC3339)
@@ -556,8 +623,16 @@ func (a *Agent) slotRefused(r *Result, st plugins.LockState) {
 	a.decide(r, DecisionWaitSlot, "waiting for slot (%d/%d held by %s)", len(st.Holders), st.Slots, strings.Join(who, ", "))
 }
 
+// lockService names the locker in a reason.
+func (a *Agent) lockService() string {
+	if a.pol.Lock.Plugin == "fleetlock" {
+		return "FleetLock server"
+	}
+	return "lock service (" + a.pol.Lock.Plugin + ")"
+}
+
 func (a *Agent) lockInfo(r *Result, st plugins.LockState) {
-	r.Lock = &LockInfo{Slots: st.Slots, Holders: st.Holders, Frozen: st.Frozen, FrozenReason: st.FrozenReason}
+	r.Lock = &LockInfo{Slots: st.Slots, Holders: st.Holders, Frozen: st.Frozen, FrozenReason: st.FrozenReason, Opaque: st.Opaque}
 	r.lockRevision = st.Revision
 }
 

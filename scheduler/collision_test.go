@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	etcdlocker "github.com/offpeak/offpeak/lockers/etcd"
 	"github.com/offpeak/offpeak/lockers/etcd/etcdtest"
@@ -63,9 +64,11 @@ func TestNodeIDCollision(t *testing.T) {
 			if r.HoldingSlot || agentClone.State().Phase != scheduler.PhaseIdle {
 				t.Fatalf("clone thinks it may hold the slot: holding %v, phase %s", r.HoldingSlot, agentClone.State().Phase)
 			}
-			// The original, back from its reboot, finishes normally.
+			// The original, back from its reboot, finishes normally: its
+			// new boot id is not a collision with its own record.
 			orig.bootUp()
-			h.clock.Advance(2 * 60e9)
+			want(t, step(t, agentOrig), scheduler.DecisionPostBoot, "grace")
+			h.clock.Advance(2 * time.Minute)
 			want(t, step(t, agentOrig), scheduler.DecisionIdle, "slot released")
 		})
 	}

@@ -31,7 +31,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		wctx, cancel := context.WithCancel(ctx)
 		changed := make(chan struct{}, 1)
 		frozen := r.Lock != nil && r.Lock.Frozen
-		if (r.Decision == DecisionWaitSlot || (r.Decision == DecisionBlocked && frozen)) && a.opts.Locker != nil && !a.opts.DryRun {
+		opaque := r.Lock != nil && r.Lock.Opaque
+		if (r.Decision == DecisionWaitSlot || (r.Decision == DecisionBlocked && frozen)) && !opaque && a.opts.Locker != nil && !a.opts.DryRun {
 			// Watch instead of polling: a freed slot or a thaw wakes the
 			// loop at once. Changes that free nothing for this node (another
 			// waiter took the slot) do not, so a crowd of waiters does not
@@ -101,7 +102,7 @@ func (a *Agent) nextWake(now time.Time, r Result) time.Time {
 	}
 	a.mu.Unlock()
 	wake := now.Add(interval + j)
-	if !r.wakeAt.IsZero() && r.wakeAt.After(now) && r.wakeAt.Before(wake) {
+	if !r.wakeAt.IsZero() && r.wakeAt.After(now) && (r.wakeAt.Before(wake) || r.polling) {
 		wake = r.wakeAt
 	}
 	if wake.Sub(now) < minWake {

@@ -44,10 +44,16 @@ type Result struct {
 	Lock        *LockInfo     `json:"lock,omitempty"`
 	Checks      []CheckRecord `json:"checks,omitempty"`
 	LastReboot  *time.Time    `json:"last_reboot,omitempty"`
+	// NodeIDCollision: the locker found this node's id held by another
+	// machine (cloned machine ids); nothing reboots until it is fixed.
+	NodeIDCollision bool `json:"node_id_collision,omitempty"`
 
 	// lockRevision lets the loop wait for the locker to change.
 	lockRevision uint64
 	wakeAt       time.Time
+	// polling: the locker cannot be watched; the loop asks again at wakeAt
+	// even when that is later than its period.
+	polling bool
 }
 
 // StagedInfo reports the reboot-needed detection.
@@ -73,6 +79,9 @@ type LockInfo struct {
 	Holders      []plugins.Holder `json:"holders"`
 	Frozen       bool             `json:"frozen"`
 	FrozenReason string           `json:"frozen_reason,omitempty"`
+	// Opaque: the locker reports no slots and holders (a plain FleetLock
+	// server); Slots and Holders say nothing.
+	Opaque bool `json:"opaque,omitempty"`
 }
 
 // CheckRecord is the last result of one health check.
