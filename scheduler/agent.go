@@ -839,7 +839,7 @@ func (a *Agent) postBootFailed(ctx context.Context, now time.Time, r *Result, fa
 	group := a.pol.Node.Group
 	if a.opts.Locker != nil {
 		c, cancel := context.WithTimeout(ctx, a.lockTimeout())
-		err := a.opts.Locker.Freeze(c, plugins.FreezeRequest{Group: group, Reason: reason, By: a.opts.NodeID, At: now})
+		err := a.opts.Locker.Freeze(c, plugins.FreezeRequest{Group: group, Reason: reason, By: a.opts.NodeID, At: now, Slots: a.pol.Lock.Slots})
 		cancel()
 		if err != nil {
 			a.log.Error("could not freeze the group", "group", group, "err", err)

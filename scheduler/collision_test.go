@@ -3,11 +3,14 @@ package scheduler_test
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	etcdlocker "github.com/offpeak/offpeak/lockers/etcd"
+	"github.com/offpeak/offpeak/internal/state"
 	"github.com/offpeak/offpeak/lockers/etcd/etcdtest"
 	"github.com/offpeak/offpeak/plugins"
 	"github.com/offpeak/offpeak/scheduler"
@@ -42,8 +45,10 @@ func TestNodeIDCollision(t *testing.T) {
 			pol := strings.Replace(c.policy, `group = "web"`, `group = "web`+string(rune('0'+i))+`"`, 1)
 			orig, clone := &node{id: "node-a", staged: true}, &node{id: "node-a", staged: true}
 			agentOrig := h.agent(orig, pol, func(o *scheduler.Options) { o.Locker = etcdLocker(t, srv) })
+			var logs strings.Builder
 			agentClone := h.agent(clone, pol, func(o *scheduler.Options) {
 				o.Locker = etcdLocker(t, srv)
+				o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 				o.BootID = func() (string, error) { return "clone-boot", nil }
 				if c.cloneHost != "" {
 					o.Hostname = c.cloneHost
@@ -61,6 +66,12 @@ func TestNodeIDCollision(t *testing.T) {
 					t.Errorf("reason %q does not name %q", r.Reason, s)
 				}
 			}
+			if !r.NodeIDCollision {
+				t.Error("the result does not flag the collision (offpeak_node_id_collision)")
+			}
+			if !strings.Contains(logs.String(), `level=ERROR msg="node id collision`) {
+				t.Errorf("no ERROR log line for the collision:\n%s", logs.String())
+			}
 			if r.HoldingSlot || agentClone.State().Phase != scheduler.PhaseIdle {
 				t.Fatalf("clone thinks it may hold the slot: holding %v, phase %s", r.HoldingSlot, agentClone.State().Phase)
 			}
@@ -71,5 +82,37 @@ func TestNodeIDCollision(t *testing.T) {
 			h.clock.Advance(2 * time.Minute)
 			want(t, step(t, agentOrig), scheduler.DecisionIdle, "slot released")
 		})
+	}
+}
+
+// A node that reboots while it holds its slot (power loss during the warning
+// delay, say) comes back with a new boot id; its own record of the earlier
+// boot is not a collision: the agent names that boot (PreviousBootID).
+func TestOwnRecordAfterUnplannedRebootIsNoCollision(t *testing.T) {
+	h := newHarness(t, "2025-06-03T02:10:00Z")
+	pol := strings.Replace(basePolicy, "[post_boot]", "[reboot]\nwarn = \"5m\"\n[post_boot]", 1)
+	n := &node{id: "node-a", staged: true}
+	store := state.File{Path: filepath.Join(t.TempDir(), "state.json")}
+	ag := h.agent(n, pol, func(o *scheduler.Options) { o.Store = store })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { _, err := ag.Step(ctx); done <- err }()
+	if err := h.clock.WaitForTimers(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	cancel() // the power goes during the warning delay
+	<-done
+	if st := ag.State(); st.Phase != scheduler.PhaseHolding || st.SlotBootID != "node-a-boot-a" {
+		t.Fatalf("state before the power loss = %s, slot boot %q", st.Phase, st.SlotBootID)
+	}
+	n.bootUp()
+	n.mu.Lock()
+	n.staged = true
+	n.mu.Unlock()
+	h.clock.SetAutoAdvance(true)
+	back := h.agent(n, pol, func(o *scheduler.Options) { o.Store = store })
+	want(t, step(t, back), scheduler.DecisionReboot, "rebooting")
+	if n.rebootCount() != 1 {
+		t.Fatalf("%d reboots, want 1", n.rebootCount())
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/offpeak/offpeak/internal/printable"
 	"github.com/offpeak/offpeak/internal/state"
 	"github.com/offpeak/offpeak/scheduler"
 )
@@ -154,13 +155,19 @@ func newCheckCmd(a *App) *cobra.Command {
 }
 
 func printResult(a *App, r scheduler.Result) {
+	// Reasons and holder records carry text other hosts and servers wrote:
+	// escaped, so it can neither forge lines nor drive the terminal.
+	p := printable.String
 	tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "decision:\t%s\n", r.Decision)
-	fmt.Fprintf(tw, "reason:\t%s\n", r.Reason)
+	fmt.Fprintf(tw, "reason:\t%s\n", p(r.Reason))
 	fmt.Fprintf(tw, "phase:\t%s\n", r.Phase)
 	fmt.Fprintf(tw, "strategy:\t%s\n", r.Strategy)
-	fmt.Fprintf(tw, "node:\t%s (group %s)\n", r.Node, r.Group)
+	fmt.Fprintf(tw, "node:\t%s (group %s)\n", p(r.Node), p(r.Group))
 	fmt.Fprintf(tw, "holding slot:\t%v\n", r.HoldingSlot)
+	if r.NodeIDCollision {
+		fmt.Fprintf(tw, "node id collision:\tyes: another machine uses this node id; give each machine its own /etc/machine-id\n")
+	}
 	if r.NextWindow != nil {
 		fmt.Fprintf(tw, "next window:\t%s\n", r.NextWindow.Format(time.RFC3339))
 	}
@@ -168,24 +175,28 @@ func printResult(a *App, r scheduler.Result) {
 		fmt.Fprintf(tw, "window:\t%s, reboots allowed until %s\n", r.Window.Name, r.Window.RebootUntil.Format(time.RFC3339))
 	}
 	if r.Staged != nil {
-		fmt.Fprintf(tw, "staged:\t%s (%s)\n", r.Staged.State, r.Staged.Reason)
+		fmt.Fprintf(tw, "staged:\t%s (%s)\n", r.Staged.State, p(r.Staged.Reason))
 		if r.Staged.Backend != "" {
-			fmt.Fprintf(tw, "installer:\t%s, booted %s, staged %s\n", r.Staged.Backend, orNone(r.Staged.BootedVersion), orNone(r.Staged.Version))
+			fmt.Fprintf(tw, "installer:\t%s, booted %s, staged %s\n", r.Staged.Backend, p(orNone(r.Staged.BootedVersion)), p(orNone(r.Staged.Version)))
 		}
 	}
 	if r.Lock != nil {
 		var ids []string
 		for _, h := range r.Lock.Holders {
-			ids = append(ids, h.ID)
+			ids = append(ids, p(h.ID))
 		}
 		frozen := ""
 		if r.Lock.Frozen {
 			frozen = ", frozen"
 		}
-		fmt.Fprintf(tw, "slots:\t%d/%d held (%s)%s\n", len(r.Lock.Holders), r.Lock.Slots, strings.Join(ids, ", "), frozen)
+		if r.Lock.Opaque {
+			fmt.Fprintf(tw, "slots:\tnot reported by the lock service%s\n", frozen)
+		} else {
+			fmt.Fprintf(tw, "slots:\t%d/%d held (%s)%s\n", len(r.Lock.Holders), r.Lock.Slots, strings.Join(ids, ", "), frozen)
+		}
 	}
 	for _, c := range r.Checks {
-		fmt.Fprintf(tw, "check %s:\t%s at %s: %s\n", c.Name, c.Outcome, c.Time.Format(time.RFC3339), c.Reason)
+		fmt.Fprintf(tw, "check %s:\t%s at %s: %s\n", c.Name, c.Outcome, c.Time.Format(time.RFC3339), p(c.Reason))
 	}
 	if r.LastReboot != nil {
 		fmt.Fprintf(tw, "last reboot:\t%s\n", r.LastReboot.Format(time.RFC3339))
@@ -237,7 +248,7 @@ func newStatusCmd(a *App) *cobra.Command {
 				fmt.Fprintf(a.Stdout, "slot held since: %s\n", out.SlotSince.Format(time.RFC3339))
 			}
 			if st.RebootError != "" {
-				fmt.Fprintf(a.Stdout, "last reboot error: %s\n", st.RebootError)
+				fmt.Fprintf(a.Stdout, "last reboot error: %s\n", printable.String(st.RebootError))
 			}
 			return nil
 		},

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/offpeak/offpeak/internal/printable"
 	"github.com/offpeak/offpeak/plugins"
 )
 
@@ -26,6 +27,7 @@ func newLocksCmd(a *App) *cobra.Command {
 	cmd.PersistentFlags().StringVar(&group, "group", "", "group (default: the policy's [node] group)")
 
 	// with opens the policy's locker, resolves the group and runs f.
+	var slots int // the policy's [lock] slots, once with has run
 	with := func(cmd *cobra.Command, f func(ctx context.Context, l plugins.Locker, group string) error) error {
 		ctx := cmd.Context()
 		l, pol, closeFn, err := a.openLocker(ctx, policyPath)
@@ -33,6 +35,7 @@ func newLocksCmd(a *App) *cobra.Command {
 			return err
 		}
 		defer closeFn()
+		slots = pol.Lock.Slots
 		g := group
 		if g == "" {
 			g = pol.Node.Group
@@ -91,7 +94,7 @@ func newLocksCmd(a *App) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return with(cmd, func(ctx context.Context, l plugins.Locker, g string) error {
-				return runLocksFreeze(ctx, a.Stdout, l, g, freezeReason, operator(), a.Now())
+				return runLocksFreeze(ctx, a.Stdout, l, g, freezeReason, operator(), a.Now(), slots)
 			})
 		},
 	}
@@ -168,12 +171,15 @@ func printLockState(w io.Writer, st plugins.LockState, output string, now time.T
 		enc.SetIndent("", "  ")
 		return enc.Encode(newLockStatusView(st, now))
 	}
-	fmt.Fprintf(w, "group:  %s\n", st.Group)
+	// Records are written by other hosts: every field is printed escaped,
+	// so a control character can neither forge a row nor drive the terminal.
+	p := printable.String
+	fmt.Fprintf(w, "group:  %s\n", p(st.Group))
 	fmt.Fprintf(w, "slots:  %d of %d used\n", len(st.Holders), st.Slots)
 	if st.Frozen {
-		fmt.Fprintf(w, "frozen: yes — %s", st.FrozenReason)
+		fmt.Fprintf(w, "frozen: yes — %s", p(st.FrozenReason))
 		if st.FrozenBy != "" {
-			fmt.Fprintf(w, " (by %s", st.FrozenBy)
+			fmt.Fprintf(w, " (by %s", p(st.FrozenBy))
 			if !st.FrozenAt.IsZero() {
 				fmt.Fprintf(w, " at %s", st.FrozenAt.UTC().Format(time.RFC3339))
 			}
@@ -190,7 +196,7 @@ func printLockState(w io.Writer, st plugins.LockState, output string, now time.T
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tHOSTNAME\tSINCE\tDEADLINE")
 	for _, h := range st.Holders {
-		since, deadline, host := "-", "-", h.Hostname
+		since, deadline, host := "-", "-", p(h.Hostname)
 		if host == "" {
 			host = "-"
 		}
@@ -203,7 +209,7 @@ func printLockState(w io.Writer, st plugins.LockState, output string, now time.T
 				deadline += " (passed)"
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", h.ID, host, since, deadline)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p(h.ID), host, since, deadline)
 	}
 	return tw.Flush()
 }
@@ -237,11 +243,13 @@ func runLocksSetMax(ctx context.Context, w io.Writer, l plugins.Locker, group st
 	return nil
 }
 
-func runLocksFreeze(ctx context.Context, w io.Writer, l plugins.Locker, group, reason, by string, now time.Time) error {
+// runLocksFreeze freezes group; slots is the count a group that does not
+// exist yet gets at the thaw (the policy's [lock] slots).
+func runLocksFreeze(ctx context.Context, w io.Writer, l plugins.Locker, group, reason, by string, now time.Time, slots int) error {
 	if reason == "" {
 		return &ExitError{Code: 2, Err: errors.New("freeze: --reason is required")}
 	}
-	if err := l.Freeze(ctx, plugins.FreezeRequest{Group: group, Reason: reason, By: by, At: now}); err != nil {
+	if err := l.Freeze(ctx, plugins.FreezeRequest{Group: group, Reason: reason, By: by, At: now, Slots: slots}); err != nil {
 		return fmt.Errorf("freeze group %q: %w", group, err)
 	}
 	fmt.Fprintf(w, "group %s frozen: %s\n", group, reason)

@@ -108,8 +108,8 @@ func TestLocksAdminCommands(t *testing.T) {
 		{"set-max below holders", func() error { return runLocksSetMax(ctx, &out, l, "g", 1) }, "holders above the new count keep their slots", 0},
 		{"unlock", func() error { return runLocksUnlock(ctx, &out, l, "g", "n1", "") }, "released the slot of n1", 0},
 		{"unlock of a non-holder", func() error { return runLocksUnlock(ctx, &out, l, "g", "n1", "") }, "", 1},
-		{"freeze needs a reason", func() error { return runLocksFreeze(ctx, &out, l, "g", "", "op", time.Now()) }, "", 2},
-		{"freeze", func() error { return runLocksFreeze(ctx, &out, l, "g", "investigating", "op", time.Now()) }, "group g frozen: investigating", 0},
+		{"freeze needs a reason", func() error { return runLocksFreeze(ctx, &out, l, "g", "", "op", time.Now(), 1) }, "", 2},
+		{"freeze", func() error { return runLocksFreeze(ctx, &out, l, "g", "investigating", "op", time.Now(), 1) }, "group g frozen: investigating", 0},
 		{"thaw", func() error { return runLocksThaw(ctx, &out, l, "g") }, "group g thawed", 0},
 	}
 	for _, s := range steps {

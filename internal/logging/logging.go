@@ -15,6 +15,8 @@ import (
 	"syscall"
 
 	"github.com/coreos/go-systemd/v22/journal"
+
+	"github.com/offpeak/offpeak/internal/printable"
 )
 
 // SendFunc delivers one journal entry; journal.Send has this shape.
@@ -196,7 +198,7 @@ func (h *JournalHandler) Handle(ctx context.Context, r slog.Record) error {
 		text.WriteByte(' ')
 		text.WriteString(a.Key)
 		text.WriteByte('=')
-		if strings.ContainsAny(v, " \t\n\"=") || v == "" {
+		if strings.ContainsAny(v, " \t\n\"=") || v == "" || !printable.Is(v) {
 			fmt.Fprintf(&text, "%q", v)
 		} else {
 			text.WriteString(v)

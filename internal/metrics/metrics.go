@@ -36,6 +36,7 @@ type Metrics struct {
 	phase    *prometheus.GaugeVec
 	decision *prometheus.GaugeVec
 	slotHeld prometheus.Gauge
+	idClash  prometheus.Gauge
 	staged   *prometheus.GaugeVec
 	reboots  prometheus.Counter
 	checks   *prometheus.GaugeVec
@@ -74,6 +75,10 @@ func New(now func() time.Time) *Metrics {
 		slotHeld: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "offpeak_slot_held", Help: "1 while this node holds a reboot slot of its group.",
 		}),
+		idClash: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "offpeak_node_id_collision",
+			Help: "1 while the locker finds this node's id held by another machine (cloned machine ids); nothing reboots until fixed.",
+		}),
 		staged: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "offpeak_staged_info", Help: "1, labelled with the version, while an update waits for a reboot.",
 		}, []string{"version"}),
@@ -108,7 +113,7 @@ func New(now func() time.Time) *Metrics {
 		m.lockDur.WithLabelValues(method)
 		m.lockErrs.WithLabelValues(method)
 	}
-	m.reg.MustRegister(m.phase, m.decision, m.slotHeld, m.staged, m.reboots, m.checks, m.lockDur, m.lockErrs,
+	m.reg.MustRegister(m.phase, m.decision, m.slotHeld, m.idClash, m.staged, m.reboots, m.checks, m.lockDur, m.lockErrs,
 		dynamic{m}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -148,6 +153,7 @@ func (m *Metrics) Observe(r scheduler.Result) {
 	setOne(m.phase, &m.phaseValues, r.Phase)
 	setOne(m.decision, &m.decisionValues, r.Decision)
 	m.slotHeld.Set(b2f(r.HoldingSlot))
+	m.idClash.Set(b2f(r.NodeIDCollision))
 	// Count on the transition into "rebooting": later passes that wait for
 	// the reboot to happen stay in that phase and are not counted.
 	if r.Phase == scheduler.PhaseRebooting && m.lastPhase != scheduler.PhaseRebooting && !r.DryRun {

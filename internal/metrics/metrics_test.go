@@ -389,3 +389,19 @@ func TestCheckAndStagedSeriesFollowTheLastResult(t *testing.T) {
 		}
 	}
 }
+
+// A node id collision is its own series, so an alert can name it.
+func TestNodeIDCollisionMetric(t *testing.T) {
+	m := New(func() time.Time { return t0 })
+	s := serve(t, m, "127.0.0.1:0")
+	url := "http://" + s.Addr().String() + "/metrics"
+	for _, c := range []struct {
+		collision bool
+		want      float64
+	}{{false, 0}, {true, 1}, {false, 0}} {
+		m.Observe(scheduler.Result{Decision: scheduler.DecisionBlocked, Phase: scheduler.PhaseIdle, NodeIDCollision: c.collision})
+		if got := series(t, get(t, http.DefaultClient, url))["offpeak_node_id_collision"]; got != c.want {
+			t.Fatalf("offpeak_node_id_collision = %v with collision %v", got, c.collision)
+		}
+	}
+}
