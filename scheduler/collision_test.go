@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	etcdlocker "github.com/offpeak/offpeak/lockers/etcd"
 	"github.com/offpeak/offpeak/internal/state"
+	etcdlocker "github.com/offpeak/offpeak/lockers/etcd"
 	"github.com/offpeak/offpeak/lockers/etcd/etcdtest"
 	"github.com/offpeak/offpeak/plugins"
 	"github.com/offpeak/offpeak/scheduler"
