@@ -168,6 +168,9 @@ func TestErrorsNameFileLineKey(t *testing.T) {
 		{"health phase", "[[health]]\nname = \"a\"\nplugin = \"exec\"\nphase = \"before\"\n", 4, "health[0].phase", "pre-reboot"},
 		{"syntax error has a line", "[node\ngroup = 1\n", 2, "", "table name"},
 		{"bad pin", "[plugins.hold]\nsha256 = \"abc\"\n", 2, "plugins.hold.sha256", "64 hexadecimal"},
+		{"served group without slots", "[lock.groups]\nweb = 2\ndb = 0\n", 3, "lock.groups.db", "at least 1 slot"},
+		{"served group name", "[lock.groups]\n\"web/1\" = 2\n", 2, "lock.groups.web/1", "not a valid group name"},
+		{"served group slots type", "[lock.groups]\nweb = \"2\"\n", 2, "lock.groups.web", "must be an integer"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
