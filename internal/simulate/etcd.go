@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -140,8 +141,11 @@ func (w *etcdWatcher) run(ctx context.Context, ch clientv3.WatchChan) {
 					continue
 				}
 				holders = v.Holders
-				if uint64(len(holders)) > v.TotalSlots {
-					w.over = append(w.over, fmt.Sprintf("revision %d: group %s: %d holders for total_slots %d", ev.Kv.ModRevision, group, len(holders), v.TotalSlots))
+				// A revision that adds a holder must fit total_slots. One
+				// that only keeps holders may list more: a freeze sets
+				// total_slots to 0 and holders keep their slots.
+				if uint64(len(holders)) > v.TotalSlots && w.adds(group, holders) {
+					w.over = append(w.over, fmt.Sprintf("revision %d: group %s: a holder added beyond total_slots %d (%s)", ev.Kv.ModRevision, group, v.TotalSlots, strings.Join(holders, ", ")))
 				}
 			}
 			w.revisions++
@@ -166,6 +170,21 @@ func (w *etcdWatcher) run(ctx context.Context, ch clientv3.WatchChan) {
 	if ctx.Err() == nil {
 		w.fail(errors.New("watch channel closed"))
 	}
+}
+
+// adds reports whether holders lists an id the group's last watched
+// revision did not.
+func (w *etcdWatcher) adds(group string, holders []string) bool {
+	var prev []string
+	if h := w.hist[group]; len(h) > 0 {
+		prev = h[len(h)-1].holders
+	}
+	for _, id := range holders {
+		if !slices.Contains(prev, id) {
+			return true
+		}
+	}
+	return false
 }
 
 func (w *etcdWatcher) fail(err error) {
