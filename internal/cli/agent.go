@@ -109,6 +109,11 @@ func newCheckCmd(a *App) *cobra.Command {
 				return err
 			}
 			if now != "" {
+				// A what-if at another instant must never reboot this
+				// machine now, nor record a reboot at that instant.
+				if !f.dryRun {
+					return errors.New("--now needs --dry-run: it evaluates what would happen at that instant and must not reboot this machine now")
+				}
 				t, err := time.Parse(time.RFC3339, now)
 				if err != nil {
 					return fmt.Errorf("--now: want RFC 3339 such as 2025-06-03T02:30:00Z: %w", err)
@@ -149,7 +154,7 @@ func newCheckCmd(a *App) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&f.policyPath, "policy", "", "policy file (default: the search order, or the built-in default)")
 	cmd.Flags().BoolVar(&f.dryRun, "dry-run", false, "decide, but do not reboot and take no slot")
-	cmd.Flags().StringVar(&now, "now", "", "evaluate at this instant instead of the clock (RFC 3339)")
+	cmd.Flags().StringVar(&now, "now", "", "evaluate at this instant instead of the clock (RFC 3339); needs --dry-run")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
 	return cmd
 }
