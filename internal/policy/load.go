@@ -274,7 +274,7 @@ func fixLocalTimes(m map[string]any, _ string, c *collector) {
 	for i, t := range tables {
 		loc := time.UTC
 		if tz, ok := t["timezone"].(string); ok && tz != "" {
-			l, err := time.LoadLocation(tz)
+			l, err := LoadZone(tz)
 			if err != nil {
 				continue // reported by validation
 			}

@@ -4,6 +4,7 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -65,10 +66,23 @@ type Window struct {
 
 // Location returns the window's zone (UTC when unset).
 func (w Window) Location() (*time.Location, error) {
-	if w.Timezone == "" {
+	return LoadZone(w.Timezone)
+}
+
+// ErrHostZone means a zone name that stands for the reading host's own zone.
+var ErrHostZone = errors.New("names the zone of whichever host reads the policy")
+
+// LoadZone returns the zone named by a policy: "" is UTC, and names that mean
+// the host's local zone ("Local", "localtime") are refused, because one
+// policy must mean the same instants on every host that reads it.
+func LoadZone(name string) (*time.Location, error) {
+	switch {
+	case name == "":
 		return time.UTC, nil
+	case strings.EqualFold(name, "Local"), strings.EqualFold(name, "localtime"):
+		return nil, fmt.Errorf("%q %w", name, ErrHostZone)
 	}
-	return time.LoadLocation(w.Timezone)
+	return time.LoadLocation(name)
 }
 
 // Blackout is a period in which no reboot starts.

@@ -79,11 +79,7 @@ func (c *collector) validateFile(p *Policy, m map[string]any, opts Options) {
 	for i, b := range p.Blackouts {
 		path := fmt.Sprintf("blackout[%d]", i)
 		t := entry(m, "blackout", i)
-		if b.Timezone != "" {
-			if _, err := time.LoadLocation(b.Timezone); err != nil {
-				c.addf(path+".timezone", "unknown time zone %q", b.Timezone)
-			}
-		}
+		c.validateZone(path+".timezone", b.Timezone)
 		if _, ok := t["from"]; !ok {
 			c.addf(path+".from", "missing; a blackout needs from and until")
 		}
@@ -217,9 +213,7 @@ func (c *collector) validateWindow(path string, w Window, t map[string]any, now 
 	} else if !cronspec.Fires(sched, now) {
 		c.addf(path+".start", "schedule %q never fires", w.Start)
 	}
-	if _, err := w.Location(); err != nil {
-		c.addf(path+".timezone", "unknown time zone %q (use an IANA name such as \"Europe/Berlin\")", w.Timezone)
-	}
+	c.validateZone(path+".timezone", w.Timezone)
 	if w.Duration <= 0 {
 		if _, ok := t["duration"]; ok {
 			c.addf(path+".duration", "a window must be longer than zero")
@@ -230,6 +224,17 @@ func (c *collector) validateWindow(path string, w Window, t map[string]any, now 
 	}
 	if w.Cutoff >= w.Duration {
 		c.addf(path+".cutoff", "%s is not shorter than the duration %s; no reboot could ever start", FormatDuration(w.Cutoff.D()), FormatDuration(w.Duration.D()))
+	}
+}
+
+// validateZone checks a timezone key: an IANA name, or empty for UTC.
+func (c *collector) validateZone(path, name string) {
+	_, err := LoadZone(name)
+	switch {
+	case errors.Is(err, ErrHostZone):
+		c.addf(path, "%q is the zone of whichever host reads the policy, so the same policy would mean different instants on different hosts; name an IANA zone such as \"Europe/Berlin\" (or leave it out for UTC)", name)
+	case err != nil:
+		c.addf(path, "unknown time zone %q (use an IANA name such as \"Europe/Berlin\")", name)
 	}
 }
 
