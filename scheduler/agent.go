@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"math/rand/v2"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -73,6 +75,45 @@ type State struct {
 	// there is nothing to give back.
 	Lockless bool    `json:"lockless,omitempty"`
 	Last     *Result `json:"last,omitempty"`
+}
+
+// UnmarshalJSON reads a state file strictly. Content the agent cannot
+// account for (null, no or an unknown phase, a key it does not know) is an
+// error, so a damaged file stops the agent instead of reading as idle: a node
+// that was mid-reboot would otherwise take a slot again and forget its
+// reboot history.
+func (s *State) UnmarshalJSON(b []byte) error {
+	if bytes.Equal(bytes.TrimSpace(b), []byte("null")) {
+		return errors.New("state is null")
+	}
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal(b, &keys); err != nil {
+		return err
+	}
+	known := map[string]bool{}
+	t := reflect.TypeFor[State]()
+	for i := range t.NumField() {
+		known[strings.Split(t.Field(i).Tag.Get("json"), ",")[0]] = true
+	}
+	for k := range keys {
+		if !known[k] {
+			return fmt.Errorf("unknown key %q", k)
+		}
+	}
+	type plain State
+	var v plain
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	switch v.Phase {
+	case "":
+		return errors.New("no phase")
+	case PhaseIdle, PhaseAcquiring, PhaseHolding, PhaseRebooting, PhasePostBoot, PhaseFailed:
+	default:
+		return fmt.Errorf("unknown phase %q", v.Phase)
+	}
+	*s = State(v)
+	return nil
 }
 
 // holding reports whether the state may hold a slot.
