@@ -1,12 +1,19 @@
 package cli
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/offpeak/offpeak/scheduler"
 )
 
 // `check --now T` is a what-if: without --dry-run it would reboot the
@@ -25,5 +32,56 @@ func TestCheckNowNeedsDryRun(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(root, "var/lib/offpeak/state.json")); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("the refused what-if wrote state: %v", err)
+	}
+}
+
+// webhookEvents is a real webhook receiver; it records the events it got.
+type webhookEvents struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (w *webhookEvents) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	var ev struct {
+		Event string `json:"event"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&ev); err != nil {
+		http.Error(rw, err.Error(), http.StatusBadRequest)
+		return
+	}
+	w.mu.Lock()
+	w.events = append(w.events, ev.Event)
+	w.mu.Unlock()
+}
+
+func (w *webhookEvents) got() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]string(nil), w.events...)
+}
+
+// Under --root, a webhook without ca_file works: the empty path stays
+// empty instead of becoming the root directory ("read <root>: is a
+// directory"), which disabled the webhook.
+func TestWebhookWithoutCAFileUnderRoot(t *testing.T) {
+	recv := &webhookEvents{}
+	srv := httptest.NewServer(recv)
+	t.Cleanup(srv.Close)
+	root := t.TempDir()
+	touch(t, filepath.Join(root, "run/reboot-required"))
+	pol := writeFile(t, filepath.Join(root, "policy.toml"), fmt.Sprintf(`
+strategy = "reboot"
+[node]
+id = "node-a"
+[notify]
+webhook = %q
+`, srv.URL))
+	rt, rb := agentFromFile(t, root, pol, fakeClock(t, "2025-06-03T02:10:00Z"))
+	r, err := rt.agent.Step(t.Context())
+	if err != nil || r.Decision != scheduler.DecisionReboot || rb.calls != 1 {
+		t.Fatalf("got %s (%s), %d reboots, err %v", r.Decision, r.Reason, rb.calls, err)
+	}
+	if got := recv.got(); len(got) != 1 || got[0] != "reboot-planned" {
+		t.Fatalf("webhook received %q, want [reboot-planned]", got)
 	}
 }

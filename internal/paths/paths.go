@@ -24,9 +24,10 @@ func FromEnv(root string) Layout {
 	return Layout{Root: root}
 }
 
-// Join places an absolute system path below the root.
+// Join places an absolute system path below the root. An empty path (an
+// optional file left unset) stays empty rather than naming the root.
 func (l Layout) Join(p string) string {
-	if l.Root == "" || l.Root == "/" {
+	if p == "" || l.Root == "" || l.Root == "/" {
 		return p
 	}
 	return filepath.Join(l.Root, p)
