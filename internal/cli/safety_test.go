@@ -85,3 +85,41 @@ webhook = %q
 		t.Fatalf("webhook received %q, want [reboot-planned]", got)
 	}
 }
+
+// Under --root the machine id comes from <root>/etc/machine-id only, never
+// from the host's /etc/machine-id: a trial tree would otherwise act as the
+// host itself. node.id in the policy still wins, and without either the
+// host name is the id.
+func TestMachineIDOnlyBelowRoot(t *testing.T) {
+	tests := []struct {
+		name, machineID, nodeID, want string
+	}{
+		{"machine-id below the root", "root-machine\n", "", "root-machine"},
+		{"node.id wins", "root-machine\n", "policy-id", "policy-id"},
+		{"no machine-id below the root: the host name", "", "", "host-h"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			if tt.machineID != "" {
+				writeFile(t, filepath.Join(root, "etc/machine-id"), tt.machineID)
+			}
+			node := "hostname = \"host-h\"\n"
+			if tt.nodeID != "" {
+				node += fmt.Sprintf("id = %q\n", tt.nodeID)
+			}
+			pol := writeFile(t, filepath.Join(root, "policy.toml"), "strategy = \"off\"\n[node]\n"+node)
+			out, errOut, code := run(t, &App{Root: root}, "check", "--dry-run", "--policy", pol, "--output", "json")
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, errOut)
+			}
+			var r scheduler.Result
+			if err := json.Unmarshal([]byte(out), &r); err != nil {
+				t.Fatal(err)
+			}
+			if r.Node != tt.want {
+				t.Fatalf("node id %q, want %q", r.Node, tt.want)
+			}
+		})
+	}
+}

@@ -87,6 +87,8 @@ func (a *App) openLocker(ctx context.Context, policyPath string) (plugins.Locker
 }
 
 // nodeIdentity finds the node id (policy, then machine-id) and hostname.
+// Under --root the machine id is read below the root only: the host's own
+// id would make a trial tree take the host's slot.
 func (a *App) nodeIdentity(pol *policy.Policy) (string, string, error) {
 	host := pol.Node.Hostname
 	if host == "" {
@@ -95,13 +97,12 @@ func (a *App) nodeIdentity(pol *policy.Policy) (string, string, error) {
 	if pol.Node.ID != "" {
 		return pol.Node.ID, host, nil
 	}
-	for _, p := range []string{a.Layout().MachineIDFile(), "/etc/machine-id"} {
-		if b, err := os.ReadFile(p); err == nil && strings.TrimSpace(string(b)) != "" {
-			return strings.TrimSpace(string(b)), host, nil
-		}
+	mid := a.Layout().MachineIDFile()
+	if b, err := os.ReadFile(mid); err == nil && strings.TrimSpace(string(b)) != "" {
+		return strings.TrimSpace(string(b)), host, nil
 	}
 	if host != "" {
-		a.Logger.Warn("no node.id and no /etc/machine-id; using the hostname as node id", "hostname", host)
+		a.Logger.Warn("no node.id and no machine id; using the hostname as node id", "machine_id_file", mid, "hostname", host)
 		return host, host, nil
 	}
 	return "", "", fmt.Errorf("%w: set [node] id in the policy", scheduler.ErrNoNodeID)
