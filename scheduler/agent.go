@@ -442,6 +442,11 @@ func (a *Agent) preReboot(ctx context.Context, now time.Time, boot string, r *Re
 			return nil
 		}
 	}
+	// The webhook can wait too (bounded by the notifier), so it is told
+	// before the last look at the window, not between it and the reboot.
+	a.notify(ctx, EventRebootPlanned, "rebooting"+version, nil)
+	// From here on nothing waits: the last window check, the state saved,
+	// the reboot asked for.
 	if !a.windowOpen(ctx, a.opts.Clock.Now(), r, "right before rebooting") {
 		return nil
 	}
@@ -464,7 +469,6 @@ func (a *Agent) reboot(ctx context.Context, now time.Time, boot string, det Dete
 		a.decide(r, DecisionBlocked, "not rebooting: %v", err)
 		return nil
 	}
-	a.notify(ctx, EventRebootPlanned, "rebooting"+versionSuffix(det.Version), nil)
 	if err := a.opts.Rebooter.Reboot(ctx); err != nil {
 		a.st.RebootError = err.Error()
 		a.st.Reboots = a.st.Reboots[:len(a.st.Reboots)-1]

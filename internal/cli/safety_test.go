@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/offpeak/offpeak/scheduler"
 )
@@ -121,5 +122,87 @@ func TestMachineIDOnlyBelowRoot(t *testing.T) {
 				t.Fatalf("node id %q, want %q", r.Node, tt.want)
 			}
 		})
+	}
+}
+
+// blockingWebhook is a real receiver that hangs: each request waits until
+// the test releases it (or the sender gives up).
+type blockingWebhook struct {
+	arrived chan string
+	release chan struct{}
+}
+
+func (b *blockingWebhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	var ev struct {
+		Event string `json:"event"`
+	}
+	json.NewDecoder(r.Body).Decode(&ev)
+	b.arrived <- ev.Event
+	select {
+	case <-b.release:
+	case <-r.Context().Done():
+	}
+}
+
+// Nothing that can wait stands between the last window check and the
+// reboot call: a webhook that hangs until the window has closed must not
+// lead to a reboot outside the window; the slot is given back instead.
+func TestHangingWebhookCannotPushRebootOutOfWindow(t *testing.T) {
+	hook := &blockingWebhook{arrived: make(chan string, 4), release: make(chan struct{})}
+	srv := httptest.NewServer(hook)
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(hook.release) })
+	root := t.TempDir()
+	touch(t, filepath.Join(root, "run/reboot-required"))
+	pol := writeFile(t, filepath.Join(root, "policy.toml"), fmt.Sprintf(`
+strategy = "window"
+[node]
+id = "node-a"
+[[window]]
+name = "nightly"
+start = "0 2 * * *"
+duration = "3h"
+cutoff = "30m"
+[notify]
+webhook = %q
+timeout = "1m"
+`, srv.URL))
+	clock := fakeClock(t, "2025-06-03T04:25:00Z") // reboots may begin until 04:30
+	rt, rb := agentFromFile(t, root, pol, clock)
+	type stepResult struct {
+		r   scheduler.Result
+		err error
+	}
+	done := make(chan stepResult, 1)
+	go func() {
+		r, err := rt.agent.Step(t.Context())
+		done <- stepResult{r, err}
+	}()
+	select {
+	case ev := <-hook.arrived:
+		if ev != "reboot-planned" {
+			t.Fatalf("first event %q", ev)
+		}
+	case res := <-done:
+		t.Fatalf("the pass ended without notifying: %s (%s), %d reboots, err %v", res.r.Decision, res.r.Reason, rb.calls, res.err)
+	}
+	// While the webhook hangs, the window's last start passes.
+	clock.Set(time.Date(2025, 6, 3, 4, 40, 0, 0, time.UTC))
+	hook.release <- struct{}{}
+	res := <-done
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	rb.mu.Lock()
+	calls := rb.calls
+	rb.mu.Unlock()
+	if calls != 0 {
+		t.Fatalf("rebooted at %s, after the window's last start 04:30: %s (%s)", clock.Now().Format(time.RFC3339), res.r.Decision, res.r.Reason)
+	}
+	if res.r.Decision != scheduler.DecisionWaitWindow || !strings.Contains(res.r.Reason, "slot given back") || res.r.HoldingSlot {
+		t.Fatalf("got %s (%s), holding %v", res.r.Decision, res.r.Reason, res.r.HoldingSlot)
+	}
+	if st := rt.agent.State(); st.Phase != scheduler.PhaseIdle {
+		t.Fatalf("phase %s after giving the slot back", st.Phase)
 	}
 }

@@ -74,7 +74,10 @@ const (
 	DefaultTimeout  = 10 * time.Second
 	DefaultAttempts = 4
 	DefaultBackoff  = 500 * time.Millisecond
-	maxBackoff      = 10 * time.Second
+	// DefaultTotal bounds one Notify call, all attempts and pauses
+	// together: a receiver that hangs must not hold up a reboot for long.
+	DefaultTotal = time.Minute
+	maxBackoff   = 10 * time.Second
 )
 
 // Sentinel errors callers may branch on.
@@ -103,6 +106,8 @@ type Webhook struct {
 	Attempts int
 	// Backoff is the wait before the first retry; it doubles each time.
 	Backoff time.Duration
+	// Total bounds a whole Notify call, retries included.
+	Total time.Duration
 	// Sleep waits between attempts and returns early with ctx's error;
 	// tests replace it.
 	Sleep func(ctx context.Context, d time.Duration) error
@@ -122,6 +127,7 @@ func New(cfg Config, log *slog.Logger) *Webhook {
 		timeout:  cfg.Timeout,
 		Attempts: DefaultAttempts,
 		Backoff:  DefaultBackoff,
+		Total:    DefaultTotal,
 		Sleep:    sleepCtx,
 		Now:      time.Now,
 	}
@@ -161,13 +167,18 @@ func (w *Webhook) setup(cfg Config) error {
 }
 
 // Notify sends ev, retrying transient failures, and returns once it was
-// accepted (2xx), rejected, attempts ran out, or ctx ended.
+// accepted (2xx), rejected, attempts ran out, Total passed, or ctx ended.
 func (w *Webhook) Notify(ctx context.Context, ev Event) error {
 	if w == nil || (w.url == nil && w.initErr == nil) {
 		return nil
 	}
 	if w.initErr != nil {
 		return w.initErr
+	}
+	if w.Total > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, w.Total, fmt.Errorf("%w: gave up after %s in all", context.DeadlineExceeded, w.Total))
+		defer cancel()
 	}
 	if ev.Time.IsZero() {
 		ev.Time = w.Now()
@@ -182,6 +193,9 @@ func (w *Webhook) Notify(ctx context.Context, ev Event) error {
 	for i := range attempts {
 		if i > 0 {
 			if err := w.Sleep(ctx, backoff); err != nil {
+				if ctx.Err() != nil {
+					err = context.Cause(ctx)
+				}
 				return fmt.Errorf("%w: %s: giving up after %d attempts: %w (last: %w)", ErrUndelivered, w.target, i, err, last)
 			}
 			backoff = min(backoff*2, maxBackoff)
@@ -196,7 +210,7 @@ func (w *Webhook) Notify(ctx context.Context, ev Event) error {
 		}
 		last = err
 		if ctx.Err() != nil {
-			return fmt.Errorf("%w: %s: %w (last: %w)", ErrUndelivered, w.target, ctx.Err(), last)
+			return fmt.Errorf("%w: %s: %w (last: %w)", ErrUndelivered, w.target, context.Cause(ctx), last)
 		}
 		w.log.LogAttrs(ctx, slog.LevelWarn, "webhook attempt failed", slog.String("event", string(ev.Kind)), slog.String("url", w.target), slog.Int("attempt", i+1), slog.String("err", err.Error()))
 	}

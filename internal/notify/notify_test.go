@@ -250,3 +250,33 @@ func TestDisabledAndMisconfigured(t *testing.T) {
 		}
 	}
 }
+
+// A receiver that hangs cannot hold Notify longer than Total, whatever the
+// attempts and per-attempt timeout allow.
+func TestTotalBoundsAllAttempts(t *testing.T) {
+	var mu sync.Mutex
+	n := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		n++
+		mu.Unlock()
+		_, _ = io.Copy(io.Discard, r.Body)
+		<-r.Context().Done()
+	}))
+	t.Cleanup(srv.Close)
+	w := New(Config{URL: srv.URL, Timeout: 50 * time.Millisecond}, nil)
+	w.Attempts = 1000
+	w.Backoff = time.Millisecond
+	w.Total = 300 * time.Millisecond
+	err := w.Notify(t.Context(), Event{Kind: RebootPlanned})
+	if !errors.Is(err, ErrUndelivered) || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "gave up after 300ms in all") {
+		t.Fatalf("err = %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// Each attempt lasts its 50ms timeout, so 300ms in all leaves room for
+	// a handful, far from the 1000 allowed.
+	if n == 0 || n >= w.Attempts {
+		t.Fatalf("%d attempts", n)
+	}
+}

@@ -24,6 +24,9 @@ var (
 	pluginRe = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 )
 
+// MaxNotifyTimeout bounds [notify] timeout, per webhook attempt.
+const MaxNotifyTimeout = time.Minute
+
 // Installer backends offpeak knows.
 var Backends = []string{"none", "sentinel", "gpt", "update-engine", "rpm-ostree", "bootc"}
 
@@ -187,6 +190,15 @@ func (c *collector) validateFile(p *Policy, m map[string]any, opts Options) {
 	}
 	if has(m, "budget", "period") && p.Budget.Period <= 0 {
 		c.addf("budget.period", "must be positive")
+	}
+	if has(m, "notify", "timeout") {
+		switch t := p.Notify.Timeout.D(); {
+		case t <= 0:
+			c.addf("notify.timeout", "must be positive")
+		case t > MaxNotifyTimeout:
+			c.addf("notify.timeout", "%s is too long: at most %s per attempt (the webhook is told of a reboot before its last window check, so a slow receiver must not eat the window)",
+				FormatDuration(t), FormatDuration(MaxNotifyTimeout))
+		}
 	}
 	if has(m, "notify", "webhook") && p.Notify.Webhook != "" {
 		u, err := url.Parse(p.Notify.Webhook)

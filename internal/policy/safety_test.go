@@ -33,3 +33,32 @@ func TestLocalTimezoneRefused(t *testing.T) {
 		})
 	}
 }
+
+// [notify] timeout bounds each webhook attempt, and the webhook is told of
+// a reboot before its last window check: an hour would let it eat the
+// window, so anything above a minute is refused.
+func TestNotifyTimeoutBounded(t *testing.T) {
+	for _, tt := range []struct {
+		timeout string
+		msg     string
+	}{
+		{"1h", "at most 1m"},
+		{"61s", "at most 1m"},
+		{"0s", "must be positive"},
+	} {
+		t.Run(tt.timeout, func(t *testing.T) {
+			src := "[notify]\nwebhook = \"https://hooks.example/offpeak\"\ntimeout = \"" + tt.timeout + "\"\n"
+			_, err := Parse("/etc/offpeak/policy.toml", []byte(src), Options{Now: refNow})
+			var errs Errors
+			if !errors.As(err, &errs) || len(errs) == 0 {
+				t.Fatalf("timeout %s accepted (err %v)", tt.timeout, err)
+			}
+			if e := errs[0]; e.File != "/etc/offpeak/policy.toml" || e.Line != 3 || e.Key != "notify.timeout" || !strings.Contains(e.Msg, tt.msg) {
+				t.Fatalf("got %q", e.Error())
+			}
+		})
+	}
+	if _, err := Parse("p.toml", []byte("[notify]\nwebhook = \"https://hooks.example/offpeak\"\ntimeout = \"1m\"\n"), Options{Now: refNow}); err != nil {
+		t.Fatalf("1m refused: %v", err)
+	}
+}
