@@ -137,7 +137,22 @@ type Agent struct {
 	st     State
 	reload chan struct{}
 	rnd    *rand.Rand
+
+	// A release that failed is owed: it is retried first thing in the
+	// following passes, after a short backoff instead of the interval, so
+	// a slot is free soon after the lock service is back.
+	releaseOwed    string // why the slot is being given back; "" when nothing is owed
+	releaseFails   int
+	releaseErr     error
+	releaseRetryAt time.Time
 }
+
+// Release retries back off from releaseRetryMin, doubling up to
+// releaseRetryMax (and never beyond the agent interval).
+const (
+	releaseRetryMin = time.Second
+	releaseRetryMax = time.Minute
+)
 
 // New builds an agent and loads its persisted state. A corrupt state file is
 // an error: the agent must not guess whether it holds a slot.
@@ -243,6 +258,12 @@ func (a *Agent) Step(ctx context.Context) (Result, error) {
 		}
 	}
 	err := a.step(ctx, now, &r)
+	if a.releaseOwed != "" {
+		r.lockTrouble = true
+		if r.wakeAt.IsZero() || a.releaseRetryAt.Before(r.wakeAt) {
+			r.wakeAt = a.releaseRetryAt
+		}
+	}
 	a.complete(&r)
 	if serr := a.publish(r); serr != nil && err == nil {
 		err = serr
@@ -256,7 +277,13 @@ func (a *Agent) Step(ctx context.Context) (Result, error) {
 func (a *Agent) publish(r Result) error {
 	a.st.Last = &r
 	err := a.save()
-	a.log.Info("decision", "decision", r.Decision, "reason", r.Reason, "phase", r.Phase, "group", r.Group)
+	// A lock service that cannot be reached is worth a warning: the node
+	// cannot take, or cannot give back, its slot.
+	level := slog.LevelInfo
+	if r.lockTrouble {
+		level = slog.LevelWarn
+	}
+	a.log.Log(context.Background(), level, "decision", "decision", r.Decision, "reason", r.Reason, "phase", r.Phase, "group", r.Group)
 	if a.opts.Observer != nil {
 		a.opts.Observer.Observe(r)
 	}
@@ -319,6 +346,9 @@ func (a *Agent) step(ctx context.Context, now time.Time, r *Result) error {
 			a.st.Phase = PhaseHolding
 		}
 	}
+	if a.releaseOwed != "" && !a.retryRelease(ctx, r) {
+		return nil
+	}
 	switch a.st.Phase {
 	case PhasePostBoot:
 		return a.postBoot(ctx, now, r)
@@ -377,9 +407,11 @@ func (a *Agent) preReboot(ctx context.Context, now time.Time, boot string, r *Re
 			return nil
 		case err != nil && g.LockOptional && !wasHolding:
 			a.log.Warn("locker unreachable; best-effort strategy reboots without a slot", "err", err)
+			r.lockTrouble = true
 			lockless = true
 			a.st.Lockless = true
 		case err != nil:
+			r.lockTrouble = true
 			a.decide(r, DecisionWaitSlot, "locker unavailable: %v", err)
 			return nil
 		case !granted:
@@ -695,9 +727,39 @@ func (a *Agent) lockTimeout() time.Duration {
 	return 30 * time.Second
 }
 
+// retryRelease tries an owed release again. It reports whether the pass
+// may go on; if not, the decision says why.
+func (a *Agent) retryRelease(ctx context.Context, r *Result) bool {
+	reason := a.releaseOwed
+	a.releaseIfHeld(ctx, reason)
+	if a.releaseOwed == "" {
+		return true
+	}
+	decision := DecisionBlocked
+	if a.st.Phase == PhasePostBoot {
+		decision = DecisionPostBoot
+	}
+	a.decide(r, decision, "%s; giving the slot back failed %d time(s), retrying at %s: %v",
+		reason, a.releaseFails, a.releaseRetryAt.Format(time.RFC3339), a.releaseErr)
+	return false
+}
+
+// releaseBackoff is the pause before retrying a failed release: 1s, 2s,
+// 4s… up to a minute and the agent interval, jittered to between half and
+// all of that so nodes that lost the service together do not return in step.
+func (a *Agent) releaseBackoff() time.Duration {
+	d := min(releaseRetryMin<<min(a.releaseFails-1, 10), releaseRetryMax)
+	if iv := a.pol.Agent.Interval.D(); iv > 0 {
+		d = min(d, iv)
+	}
+	return d/2 + time.Duration(a.rnd.Int64N(int64(d/2)+1))
+}
+
 // releaseIfHeld gives the slot back when the state says one may be held.
+// When that fails the release is owed and retried soon (see retryRelease).
 func (a *Agent) releaseIfHeld(ctx context.Context, reason string) {
 	if !a.st.holding() || a.opts.DryRun {
+		a.releaseOwed, a.releaseFails, a.releaseErr = "", 0, nil
 		return
 	}
 	if a.opts.Locker != nil && !a.st.Lockless {
@@ -709,10 +771,16 @@ func (a *Agent) releaseIfHeld(ctx context.Context, reason string) {
 		err := a.opts.Locker.Release(c, plugins.ReleaseRequest{Group: group, ID: a.opts.NodeID, Reason: reason})
 		cancel()
 		if err != nil && !errors.Is(err, plugins.ErrNotHolder) {
-			// Keep the phase so the next pass tries again.
-			a.log.Warn("could not give the slot back", "group", group, "err", err)
+			// Keep the phase: the slot may still be held.
+			a.releaseOwed = reason
+			a.releaseFails++
+			a.releaseErr = err
+			wait := a.releaseBackoff()
+			a.releaseRetryAt = a.opts.Clock.Now().Add(wait)
+			a.log.Warn("could not give the slot back; retrying soon", "group", group, "attempt", a.releaseFails, "retry_in", wait, "err", err)
 			return
 		}
+		a.releaseOwed, a.releaseFails, a.releaseErr = "", 0, nil
 		if err == nil {
 			a.log.Info("slot released", "group", group, "reason", reason)
 		}
@@ -906,6 +974,10 @@ func (a *Agent) failed(ctx context.Context, now time.Time, r *Result) error {
 		c, cancel := context.WithTimeout(ctx, a.lockTimeout())
 		st, err := a.opts.Locker.Status(c, a.pol.Node.Group)
 		cancel()
+		if err != nil {
+			r.lockTrouble = true
+			a.log.Warn("lock service unreachable", "group", a.pol.Node.Group, "err", err)
+		}
 		if err == nil {
 			a.lockInfo(r, st)
 			if !st.Holds(a.opts.NodeID) {

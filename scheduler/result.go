@@ -54,6 +54,8 @@ type Result struct {
 	// polling: the locker cannot be watched; the loop asks again at wakeAt
 	// even when that is later than its period.
 	polling bool
+	// lockTrouble: the lock service could not be reached in this pass.
+	lockTrouble bool
 }
 
 // StagedInfo reports the reboot-needed detection.

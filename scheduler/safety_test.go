@@ -1,13 +1,18 @@
 package scheduler_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/offpeak/offpeak/internal/state"
+	etcdlocker "github.com/offpeak/offpeak/lockers/etcd"
+	"github.com/offpeak/offpeak/lockers/etcd/etcdtest"
+	"github.com/offpeak/offpeak/plugins"
 	"github.com/offpeak/offpeak/scheduler"
 )
 
@@ -82,4 +87,73 @@ func FuzzStateUnmarshal(f *testing.F) {
 			t.Fatalf("%s accepted, but its encoding %s is not: %v", b, out, err)
 		}
 	})
+}
+
+// newEtcdLocker configures the etcd locker against srv with short
+// timeouts, so calls to a stopped server fail quickly.
+func newEtcdLocker(t *testing.T, srv *etcdtest.Server) plugins.Locker {
+	t.Helper()
+	l := etcdlocker.New(nil)
+	cfg, err := json.Marshal(map[string]any{"endpoints": srv.Endpoints, "dial_timeout": "1s", "request_timeout": "1s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Configure(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.(interface{ Close() error }).Close() })
+	return l
+}
+
+// A release that fails while the lock service is down is retried after
+// 1s, 2s, 4s… (jittered), not after the agent's 5m interval, so the slot is
+// free moments after the service is back.
+func TestFailedReleaseRetriedSoonWithBackoff(t *testing.T) {
+	srv := etcdtest.Start(t, etcdtest.Options{})
+	h := newHarness(t, "2025-06-03T02:10:00Z")
+	n := &node{id: "node-a", staged: true}
+	pol := strings.Replace(basePolicy, `plugin = "file"`, "plugin = \"etcd\"\ntimeout = \"3s\"", 1) + "[agent]\ninterval = \"5m\"\njitter = \"30s\"\n"
+	ag := h.agent(n, pol, func(o *scheduler.Options) { o.Locker = newEtcdLocker(t, srv) })
+	want(t, step(t, ag), scheduler.DecisionReboot, "rebooting")
+	n.bootUp()
+	want(t, step(t, ag), scheduler.DecisionPostBoot, "grace")
+	h.clock.Advance(2 * time.Minute)
+
+	srv.Stop() // quorum gone just as the post-boot checks pass
+	var r scheduler.Result
+	for i := range 4 {
+		r = step(t, ag)
+		if !r.HoldingSlot || !strings.Contains(r.Reason, "giving the slot back failed") {
+			t.Fatalf("attempt %d: %s (%s), holding %v", i+1, r.Decision, r.Reason, r.HoldingSlot)
+		}
+		now := h.clock.Now()
+		wait := ag.NextWake(now, r).Sub(now)
+		// Attempt k waits up to 2^(k-1) s (at least the loop's 1s floor).
+		if limit := time.Second << i; wait < time.Second/2 || wait > limit {
+			t.Fatalf("attempt %d: next try in %s, want at most %s (the interval is 5m)", i+1, wait, limit)
+		}
+		h.clock.Advance(wait)
+	}
+
+	srv.Restart()
+	// The client reconnects with its own backoff: the first retries after
+	// the restart may still fail; each comes at most a minute later.
+	for i := 0; i < 60; i++ {
+		if r = step(t, ag); !r.HoldingSlot {
+			break
+		}
+		now := h.clock.Now()
+		if wait := ag.NextWake(now, r).Sub(now); wait > time.Minute {
+			t.Fatalf("retry %d after the restart waits %s", i+1, wait)
+		} else {
+			h.clock.Advance(wait)
+		}
+	}
+	if r.HoldingSlot || ag.State().Phase != scheduler.PhaseIdle {
+		t.Fatalf("after the lock service came back: %s (%s), holding %v", r.Decision, r.Reason, r.HoldingSlot)
+	}
+	st, err := newEtcdLocker(t, srv).Status(t.Context(), "web")
+	if err != nil || len(st.Holders) != 0 {
+		t.Fatalf("etcd still shows holders %+v (err %v)", st.Holders, err)
+	}
 }

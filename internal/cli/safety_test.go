@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/offpeak/offpeak/lockers/etcd/etcdtest"
 	"github.com/offpeak/offpeak/scheduler"
 )
 
@@ -204,5 +206,91 @@ timeout = "1m"
 	}
 	if st := rt.agent.State(); st.Phase != scheduler.PhaseIdle {
 		t.Fatalf("phase %s after giving the slot back", st.Phase)
+	}
+}
+
+// scrape returns the metrics served at addr.
+func scrape(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// A waiting node that cannot reach its lock service says so at WARN, not
+// INFO, and offpeak_locker_up shows it until the service answers again.
+func TestUnreachableLockServiceWarns(t *testing.T) {
+	srv := etcdtest.Start(t, etcdtest.Options{})
+	srv.Stop()
+	root := t.TempDir()
+	touch(t, filepath.Join(root, "run/reboot-required"))
+	pol := writeFile(t, filepath.Join(root, "policy.toml"), fmt.Sprintf(`
+strategy = "window"
+[node]
+id = "node-a"
+[lock]
+plugin = "etcd"
+timeout = "3s"
+[lock.config]
+endpoints = [%q]
+dial_timeout = "1s"
+request_timeout = "1s"
+`, srv.Endpoints[0]))
+	clock := fakeClock(t, "2025-06-03T02:10:00Z")
+	logs := &syncBuffer{}
+	rb := &recordingRebooter{}
+	app := &App{Root: root, Rebooter: rb, Now: clock.Now, Exe: os.Args[0], Stdout: io.Discard, Stderr: io.Discard, Logger: newLogger(logs, "info")}
+	p, err := app.LoadPolicy(pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops, err := app.startOps(t.Context(), p, opsFlags{metricsListen: "127.0.0.1:0", coordinatorConf: coordinatorOff})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ops.Stop)
+	rt, err := app.buildAgent(t.Context(), p, agentFlags{clock: clock, observer: ops.Observer(), ops: ops})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rt.Close)
+
+	r, err := rt.agent.Step(t.Context())
+	if err != nil || r.Decision != scheduler.DecisionWaitSlot || !strings.Contains(r.Reason, "locker unavailable") {
+		t.Fatalf("got %s (%s), err %v", r.Decision, r.Reason, err)
+	}
+	var decision string
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, "msg=decision") {
+			decision = l
+		}
+	}
+	if !strings.Contains(decision, "level=WARN") || !strings.Contains(decision, "locker unavailable") {
+		t.Fatalf("the decision of a node that cannot reach its lock service was logged as %q, want WARN", decision)
+	}
+	if m := scrape(t, ops.MetricsAddr()); !strings.Contains(m, "offpeak_locker_up 0") {
+		t.Fatalf("metrics lack offpeak_locker_up 0:\n%s", m)
+	}
+
+	srv.Restart()
+	// The client reconnects with its own backoff: the first passes after
+	// the restart may still find it unreachable.
+	for i := 0; i < 60; i++ {
+		if r, err = rt.agent.Step(t.Context()); err != nil || !strings.Contains(r.Reason, "locker unavailable") {
+			break
+		}
+	}
+	if err != nil || r.Decision != scheduler.DecisionReboot || rb.calls != 1 {
+		t.Fatalf("once etcd is back: %s (%s), %d reboots, err %v", r.Decision, r.Reason, rb.calls, err)
+	}
+	if m := scrape(t, ops.MetricsAddr()); !strings.Contains(m, "offpeak_locker_up 1") {
+		t.Fatalf("metrics lack offpeak_locker_up 1 once etcd answers")
 	}
 }

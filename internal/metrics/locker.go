@@ -32,12 +32,31 @@ func (m *Metrics) WrapLocker(l scheduler.Locker) scheduler.Locker {
 func (l *Locker) record(ctx context.Context, method string, start time.Time, err error) {
 	l.m.lockDur.WithLabelValues(method).Observe(l.m.now().Sub(start).Seconds())
 	if err == nil {
+		l.m.setLockerUp(true)
 		return
 	}
 	if method == "wait" && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 		return
 	}
 	l.m.lockErrs.WithLabelValues(method).Inc()
+	l.m.setLockerUp(answered(err))
+}
+
+// answered reports whether err is the lock service's own answer (not the
+// holder, frozen, a lost race, a bad request) rather than no answer at all.
+func answered(err error) bool {
+	for _, e := range []error{plugins.ErrNotHolder, plugins.ErrFrozen, plugins.ErrConflict, plugins.ErrInvalidArgument} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *Metrics) setLockerUp(up bool) {
+	m.mu.Lock()
+	m.lockerUp = &up
+	m.mu.Unlock()
 }
 
 func (l *Locker) Acquire(ctx context.Context, req plugins.AcquireRequest) (res plugins.AcquireResult, err error) {

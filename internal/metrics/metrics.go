@@ -45,6 +45,7 @@ type Metrics struct {
 
 	nextWindowDesc *prometheus.Desc
 	restartsDesc   *prometheus.Desc
+	lockerUpDesc   *prometheus.Desc
 
 	mu             sync.Mutex
 	phaseValues    []string
@@ -54,6 +55,7 @@ type Metrics struct {
 	stagedVer      *string
 	checkNames     map[string]bool
 	restarts       func() map[string]int
+	lockerUp       *bool // nil until the first locker call
 }
 
 // New registers offpeak's metrics, plus the Go runtime and process
@@ -99,6 +101,8 @@ func New(now func() time.Time) *Metrics {
 			"Seconds until a reboot may next begin (0 inside a window); absent when no window is ahead.", nil, nil),
 		restartsDesc: prometheus.NewDesc("offpeak_plugin_restarts_total",
 			"Times a plugin process was started again after a failure.", []string{"plugin"}, nil),
+		lockerUpDesc: prometheus.NewDesc("offpeak_locker_up",
+			"1 when the last locker call got an answer from the lock service, 0 when it could not reach it; absent before the first call.", nil, nil),
 		checkNames: map[string]bool{},
 	}
 	m.phaseValues = slices.Clone(phases)
@@ -226,13 +230,17 @@ type dynamic struct{ m *Metrics }
 func (d dynamic) Describe(ch chan<- *prometheus.Desc) {
 	ch <- d.m.nextWindowDesc
 	ch <- d.m.restartsDesc
+	ch <- d.m.lockerUpDesc
 }
 
 func (d dynamic) Collect(ch chan<- prometheus.Metric) {
 	m := d.m
 	m.mu.Lock()
-	next, restarts := m.nextWindow, m.restarts
+	next, restarts, up := m.nextWindow, m.restarts, m.lockerUp
 	m.mu.Unlock()
+	if up != nil {
+		ch <- prometheus.MustNewConstMetric(m.lockerUpDesc, prometheus.GaugeValue, b2f(*up))
+	}
 	if next != nil {
 		secs := math.Max(0, next.Sub(m.now()).Seconds())
 		ch <- prometheus.MustNewConstMetric(m.nextWindowDesc, prometheus.GaugeValue, secs)
