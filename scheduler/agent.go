@@ -73,8 +73,14 @@ type State struct {
 	Checks            map[string]CheckRecord `json:"checks,omitempty"`
 	// Lockless: the reboot went ahead without a slot (best-effort), so
 	// there is nothing to give back.
-	Lockless bool    `json:"lockless,omitempty"`
-	Last     *Result `json:"last,omitempty"`
+	Lockless bool `json:"lockless,omitempty"`
+	// Slot is where the slot was taken, while one may be held.
+	Slot *SlotRef `json:"slot,omitempty"`
+	// ReloadRefused is why the last policy reload was refused, until one
+	// goes through.
+	ReloadRefused   string    `json:"reload_refused,omitempty"`
+	ReloadRefusedAt time.Time `json:"reload_refused_at,omitzero"`
+	Last            *Result   `json:"last,omitempty"`
 }
 
 // UnmarshalJSON reads a state file strictly. Content the agent cannot
@@ -173,9 +179,11 @@ func New(opts Options) (*Agent, error) {
 		opts.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	}
 	a := &Agent{opts: opts, log: opts.Logger, reload: make(chan struct{}, 1), rnd: opts.Rand}
-	if err := a.setPolicy(opts.Policy); err != nil {
+	cal, g, err := compile(opts.Policy, opts.Locker)
+	if err != nil {
 		return nil, err
 	}
+	a.pol, a.cal, a.gates = opts.Policy, cal, g
 	if opts.Store != nil {
 		if err := opts.Store.Load(&a.st); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("agent state: %w", err)
@@ -187,39 +195,24 @@ func New(opts Options) (*Agent, error) {
 	return a, nil
 }
 
-func (a *Agent) setPolicy(p *policy.Policy) error {
+// compile checks that p is usable with locker and prepares its calendar
+// and gates.
+func compile(p *policy.Policy, locker Locker) (*Calendar, strategies.Gates, error) {
 	if p == nil {
-		return errors.New("agent: no policy")
+		return nil, strategies.Gates{}, errors.New("agent: no policy")
 	}
 	cal, err := NewCalendar(p)
 	if err != nil {
-		return err
+		return nil, strategies.Gates{}, err
 	}
 	g, err := strategies.Lookup(p.Strategy)
 	if err != nil {
-		return err
+		return nil, strategies.Gates{}, err
 	}
-	if g.Lock && a.opts.Locker == nil {
-		return fmt.Errorf("strategy %q needs a locker", p.Strategy)
+	if g.Lock && locker == nil {
+		return nil, strategies.Gates{}, fmt.Errorf("strategy %q needs a locker", p.Strategy)
 	}
-	a.pol, a.cal, a.gates = p, cal, g
-	return nil
-}
-
-// Reload swaps in a new policy; an invalid one is refused and the old one
-// stays in force.
-func (a *Agent) Reload(p *policy.Policy) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	// setPolicy changes nothing unless the whole policy is usable.
-	if err := a.setPolicy(p); err != nil {
-		return err
-	}
-	select {
-	case a.reload <- struct{}{}:
-	default:
-	}
-	return nil
+	return cal, g, nil
 }
 
 // State returns a copy of the persisted state.
@@ -230,6 +223,9 @@ func (a *Agent) State() State {
 }
 
 func (a *Agent) save() error {
+	if !a.st.holding() {
+		a.st.Slot = nil
+	}
 	if a.opts.Store == nil {
 		return nil
 	}
@@ -345,6 +341,9 @@ func (a *Agent) step(ctx context.Context, now time.Time, r *Result) error {
 			a.log.Warn("the reboot asked for did not happen; evaluating again", "asked_at", a.st.RebootRequestedAt)
 			a.st.Phase = PhaseHolding
 		}
+	}
+	if a.slotMoved(r) {
+		return nil
 	}
 	if a.releaseOwed != "" && !a.retryRelease(ctx, r) {
 		return nil
@@ -595,6 +594,8 @@ func (a *Agent) acquire(ctx context.Context, now time.Time, boot string, det Det
 	if !a.st.holding() {
 		a.st.Phase = PhaseAcquiring
 		a.st.Group = group
+		ref := a.slotRef()
+		a.st.Slot = &ref
 		if err := a.save(); err != nil {
 			return false, err
 		}
@@ -634,6 +635,10 @@ func (a *Agent) acquire(ctx context.Context, now time.Time, boot string, det Det
 	a.st.Phase = PhaseHolding
 	a.st.Group = group
 	a.st.SlotBootID = boot
+	if a.st.Slot == nil {
+		ref := a.slotRef()
+		a.st.Slot = &ref
+	}
 	return true, a.save()
 }
 
@@ -762,7 +767,9 @@ func (a *Agent) releaseIfHeld(ctx context.Context, reason string) {
 		a.releaseOwed, a.releaseFails, a.releaseErr = "", 0, nil
 		return
 	}
-	if a.opts.Locker != nil && !a.st.Lockless {
+	// A slot recorded in the state is given back whatever the strategy
+	// says now; the strategy only decides whether to take one.
+	if a.opts.Locker != nil && !a.st.Lockless && (a.st.Slot != nil || a.gates.Lock) {
 		group := a.st.Group
 		if group == "" {
 			group = a.pol.Node.Group

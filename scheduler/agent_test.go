@@ -416,7 +416,7 @@ func TestReloadKeepsOldPolicyWhenInvalid(t *testing.T) {
 	ag := h.agent(&node{id: "node-a"}, basePolicy, nil)
 	bad := mustPolicy(t, basePolicy)
 	bad.Strategy = "sometimes"
-	if err := ag.Reload(bad); err == nil {
+	if err := ag.Reload(scheduler.Components{Policy: bad, NodeID: "node-a", Locker: newFileLocker(t, h.lockd)}); err == nil {
 		t.Fatal("invalid policy accepted")
 	}
 	if r := step(t, ag); r.Strategy != "window" {

@@ -32,7 +32,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		changed := make(chan struct{}, 1)
 		frozen := r.Lock != nil && r.Lock.Frozen
 		opaque := r.Lock != nil && r.Lock.Opaque
-		if (r.Decision == DecisionWaitSlot || (r.Decision == DecisionBlocked && frozen)) && !opaque && a.opts.Locker != nil && !a.opts.DryRun {
+		// A reload may replace the locker and node id: the watch keeps the
+		// ones of the pass it follows, and a reload ends it.
+		a.mu.Lock()
+		locker, nodeID, dryRun := a.opts.Locker, a.opts.NodeID, a.opts.DryRun
+		a.mu.Unlock()
+		if (r.Decision == DecisionWaitSlot || (r.Decision == DecisionBlocked && frozen)) && !opaque && locker != nil && !dryRun {
 			// Watch instead of polling: a freed slot or a thaw wakes the
 			// loop at once. Changes that free nothing for this node (another
 			// waiter took the slot) do not, so a crowd of waiters does not
@@ -40,7 +45,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			go func() {
 				rev := r.lockRevision
 				for {
-					st, err := a.opts.Locker.Wait(wctx, r.Group, rev)
+					st, err := locker.Wait(wctx, r.Group, rev)
 					if err != nil {
 						if errors.Is(err, context.Canceled) {
 							return
@@ -54,7 +59,7 @@ func (a *Agent) Run(ctx context.Context) error {
 						}
 						return
 					}
-					if st.Frozen != frozen || st.Holds(a.opts.NodeID) || (!st.Frozen && len(st.Holders) < st.Slots) {
+					if st.Frozen != frozen || st.Holds(nodeID) || (!st.Frozen && len(st.Holders) < st.Slots) {
 						changed <- struct{}{}
 						return
 					}

@@ -157,3 +157,44 @@ func TestFailedReleaseRetriedSoonWithBackoff(t *testing.T) {
 		t.Fatalf("etcd still shows holders %+v (err %v)", st.Holders, err)
 	}
 }
+
+// While a slot is held, a reload that changes where or as whom it lives is
+// refused with ErrSlotHeld; other changes (credentials, timeouts, the slot
+// count) are taken, and with no slot held everything is.
+func TestReloadWhileHolding(t *testing.T) {
+	base := basePolicy + "[lock.config]\ndir = \"/locks\"\npassword = \"s3cr3t-1\"\n"
+	tests := []struct {
+		name, from, to string
+		id             string
+		refused        bool
+	}{
+		{"other locker", `plugin = "file"`, `plugin = "etcd"`, "node-a", true},
+		{"other group", `group = "web"`, `group = "db"`, "node-a", true},
+		{"other node id", "", "", "node-b", true},
+		{"other lock directory", `dir = "/locks"`, `dir = "/other"`, "node-a", true},
+		{"rotated password", `password = "s3cr3t-1"`, `password = "s3cr3t-2"`, "node-a", false},
+		{"more slots", `slots = 1`, `slots = 2`, "node-a", false},
+		{"other window", `start = "0 2 * * *"`, `start = "0 3 * * *"`, "node-a", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, "2025-06-03T02:10:00Z")
+			n := &node{id: "node-a", staged: true}
+			ag := h.agent(n, base, nil)
+			next := scheduler.Components{Policy: mustPolicy(t, strings.Replace(base, tt.from, tt.to, 1)), NodeID: tt.id,
+				Locker: newFileLocker(t, h.lockd), Detector: n, Rebooter: n}
+			if err := ag.Reload(next); err != nil {
+				t.Fatalf("refused with no slot held: %v", err)
+			}
+			ag = h.agent(n, base, nil)
+			want(t, step(t, ag), scheduler.DecisionReboot, "rebooting")
+			err := ag.Reload(next)
+			if tt.refused != errors.Is(err, scheduler.ErrSlotHeld) {
+				t.Fatalf("reload while holding: %v (want refused: %v)", err, tt.refused)
+			}
+			if err != nil && strings.Contains(err.Error(), "s3cr3t") {
+				t.Fatalf("the refusal names a credential: %v", err)
+			}
+		})
+	}
+}

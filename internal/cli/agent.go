@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -56,13 +57,9 @@ func newAgentCmd(a *App) *cobra.Command {
 						return
 					case <-hup:
 						opsRT.Reloading()
-						np, err := a.LoadPolicy(f.policyPath)
-						if err == nil {
-							err = rt.agent.Reload(np)
-						}
-						if err != nil {
-							a.Logger.Error("policy reload refused; keeping the running policy", "err", err)
-							opsRT.Reloaded("policy reload refused: " + err.Error())
+						if err := a.reloadAgent(ctx, rt, f); err != nil {
+							a.Logger.Error("policy not reloaded", "err", err)
+							opsRT.Reloaded(err.Error())
 							continue
 						}
 						a.Logger.Info("policy reloaded")
@@ -79,6 +76,21 @@ func newAgentCmd(a *App) *cobra.Command {
 	cmd.Flags().BoolVar(&f.dryRun, "dry-run", false, "log the reboot instead of rebooting; take no slot")
 	addOpsFlags(cmd, &ops)
 	return cmd
+}
+
+// reloadAgent is what SIGHUP does: read the policy again and rebuild every
+// component it configures, or refuse it and keep the running ones. The
+// outcome goes into the state, for `offpeak status`.
+func (a *App) reloadAgent(ctx context.Context, rt *runtime, f agentFlags) error {
+	np, err := a.LoadPolicy(f.policyPath)
+	if err == nil {
+		err = a.reload(ctx, rt, np, f)
+	}
+	if err != nil {
+		err = fmt.Errorf("policy reload refused; the running policy stays in force: %w", err)
+	}
+	rt.agent.RecordReload(err)
+	return err
 }
 
 func orNone(s string) string {
@@ -220,6 +232,7 @@ type statusJSON struct {
 	RebootError   string      `json:"reboot_error,omitempty"`
 	FailureReason string      `json:"failure_reason,omitempty"`
 	Reboots       []time.Time `json:"recent_reboots,omitempty"`
+	ReloadRefused string      `json:"reload_refused,omitempty"`
 }
 
 func newStatusCmd(a *App) *cobra.Command {
@@ -239,7 +252,8 @@ func newStatusCmd(a *App) *cobra.Command {
 			if st.Last == nil {
 				return fmt.Errorf("%s has no decision yet", path)
 			}
-			out := statusJSON{Result: *st.Last, StateFile: path, RebootError: st.RebootError, FailureReason: st.FailureReason, Reboots: st.Reboots}
+			out := statusJSON{Result: *st.Last, StateFile: path, RebootError: st.RebootError, FailureReason: st.FailureReason, Reboots: st.Reboots,
+				ReloadRefused: st.ReloadRefused}
 			if !st.SlotAcquiredAt.IsZero() {
 				s := st.SlotAcquiredAt
 				out.SlotSince = &s
@@ -254,6 +268,9 @@ func newStatusCmd(a *App) *cobra.Command {
 			}
 			if st.RebootError != "" {
 				fmt.Fprintf(a.Stdout, "last reboot error: %s\n", printable.String(st.RebootError))
+			}
+			if st.ReloadRefused != "" {
+				fmt.Fprintf(a.Stdout, "%s (at %s)\n", st.ReloadRefused, st.ReloadRefusedAt.Format(time.RFC3339))
 			}
 			return nil
 		},

@@ -24,8 +24,11 @@ const envExec = "OFFPEAK_CLI_TEST_EXEC"
 func TestMain(m *testing.M) {
 	if os.Getenv(envExec) == "1" {
 		app := &App{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Now: time.Now, Exe: os.Args[0]}
-		if os.Getenv("OFFPEAK_CLI_TEST_REBOOTER") == "hang" {
+		switch os.Getenv("OFFPEAK_CLI_TEST_REBOOTER") {
+		case "hang":
 			app.Rebooter = hangingRebooter{}
+		case "record":
+			app.Rebooter = &recordingRebooter{}
 		}
 		os.Exit(app.Run(context.Background(), os.Args[1:]))
 	}

@@ -3,10 +3,12 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/godbus/dbus/v5"
 
@@ -26,16 +28,34 @@ import (
 
 // runtime is an agent wired to its plugins, bus and files.
 type runtime struct {
-	agent   *scheduler.Agent
+	agent *scheduler.Agent
+
+	mu     sync.Mutex // guards parts and closed: a reload replaces the parts
+	parts  *parts
+	closed bool
+}
+
+// Close stops what the agent's current components run (plugin processes,
+// bus connections).
+func (rt *runtime) Close() {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	rt.closed = true
+	rt.parts.close()
+}
+
+// parts are the components one policy configures, and how to stop them.
+type parts struct {
+	comp    scheduler.Components
 	plugins *pluginhost.Manager
-	pol     *policy.Policy
 	closers []func()
 }
 
-func (rt *runtime) Close() {
-	for i := len(rt.closers) - 1; i >= 0; i-- {
-		rt.closers[i]()
+func (p *parts) close() {
+	for i := len(p.closers) - 1; i >= 0; i-- {
+		p.closers[i]()
 	}
+	p.closers = nil
 }
 
 type agentFlags struct {
@@ -135,7 +155,44 @@ func (a *App) stateFile(dryRun bool) string {
 
 // buildAgent wires an agent for the policy.
 func (a *App) buildAgent(ctx context.Context, pol *policy.Policy, f agentFlags) (*runtime, error) {
-	rt := &runtime{pol: pol}
+	p, err := a.buildParts(ctx, pol, f, a.stateHoldsSlot(f.dryRun))
+	if err != nil {
+		return nil, err
+	}
+	clock := f.clock
+	if clock == nil {
+		clock = scheduler.RealClock{}
+	}
+	c := p.comp
+	opts := scheduler.Options{
+		Policy: c.Policy, NodeID: c.NodeID, Hostname: c.Hostname, BootID: a.bootID, Clock: clock,
+		Locker: c.Locker, Detector: c.Detector, Installer: c.Installer, Rebooter: c.Rebooter, Notifier: c.Notifier,
+		Checks: c.Checks, Observer: f.observer, Store: state.File{Path: a.stateFile(f.dryRun)}, DryRun: f.dryRun, Logger: a.Logger,
+	}
+	ag, err := scheduler.New(opts)
+	if err != nil {
+		p.close()
+		return nil, err
+	}
+	f.ops.WatchPlugins(p.plugins.Restarts)
+	return &runtime{agent: ag, parts: p}, nil
+}
+
+// stateHoldsSlot reports whether the agent's state records a slot that may
+// still be held.
+func (a *App) stateHoldsSlot(dryRun bool) bool {
+	var st scheduler.State
+	if err := (state.File{Path: a.stateFile(dryRun)}).Load(&st); err != nil {
+		return false // missing: none; corrupt: the agent refuses to start
+	}
+	return st.Slot != nil
+}
+
+// buildParts builds every component the policy configures: the node's
+// identity, plugin host, locker, checks, installer, detector, rebooter and
+// notifier. The locker is built for strategies that take a slot, and when
+// holding is set, for any: a slot held must be given back where it lives.
+func (a *App) buildParts(ctx context.Context, pol *policy.Policy, f agentFlags, holding bool) (*parts, error) {
 	id, host, err := a.nodeIdentity(pol)
 	if err != nil {
 		return nil, err
@@ -144,36 +201,35 @@ func (a *App) buildAgent(ctx context.Context, pol *policy.Policy, f agentFlags) 
 	if err != nil {
 		return nil, err
 	}
-	rt.plugins = m
-	rt.closers = append(rt.closers, func() { m.Close() })
-	f.ops.WatchPlugins(m.Restarts)
+	p := &parts{plugins: m}
+	p.closers = append(p.closers, func() { m.Close() })
+	fail := func(err error) (*parts, error) {
+		p.close()
+		return nil, err
+	}
 
 	gates, err := strategies.Lookup(pol.Strategy)
 	if err != nil {
-		rt.Close()
-		return nil, err
+		return fail(err)
 	}
 	var locker scheduler.Locker
-	if gates.Lock {
+	if gates.Lock || holding {
 		cfg, err := a.lockerConfig(pol)
 		if err != nil {
-			rt.Close()
-			return nil, err
+			return fail(err)
 		}
 		l, err := m.Locker(pol.Lock.Plugin, cfg)
 		if err != nil {
-			rt.Close()
-			return nil, err
+			return fail(err)
 		}
 		locker = f.ops.WrapLocker(l)
 	}
 
 	inst, closeInst, err := a.installerBackend(ctx, pol)
 	if err != nil {
-		rt.Close()
-		return nil, err
+		return fail(err)
 	}
-	rt.closers = append(rt.closers, closeInst)
+	p.closers = append(p.closers, closeInst)
 	det := &detect.Detector{Sources: pol.Detect, Layout: a.Layout()}
 	if inst != nil {
 		det.Installer = inst
@@ -185,7 +241,7 @@ func (a *App) buildAgent(ctx context.Context, pol *policy.Policy, f agentFlags) 
 	if !f.dryRun && pol.Reboot.Method == "logind" {
 		if conn, err := dbus.ConnectSystemBus(); err == nil {
 			rb.Logind = logind.New(conn)
-			rt.closers = append(rt.closers, func() { conn.Close() })
+			p.closers = append(p.closers, func() { conn.Close() })
 		} else {
 			a.Logger.Warn("system bus unreachable; rebooting will use systemctl", "err", err)
 		}
@@ -195,31 +251,48 @@ func (a *App) buildAgent(ctx context.Context, pol *policy.Policy, f agentFlags) 
 		notifier = webhookNotifier{notify.New(notify.Config{URL: pol.Notify.Webhook, CAFile: a.Layout().Join(pol.Notify.CAFile),
 			Timeout: pol.Notify.Timeout.D(), Headers: pol.Notify.Headers}, a.Logger)}
 	}
-	clock := f.clock
-	if clock == nil {
-		clock = scheduler.RealClock{}
+	if f.clock != nil {
+		rb.Clock = f.clock
 	}
-	rb.Clock = clock
 	var rebooter scheduler.Rebooter = rb
 	if a.Rebooter != nil {
 		rebooter = a.Rebooter
 	}
-	opts := scheduler.Options{
-		Policy: pol, NodeID: id, Hostname: host, BootID: a.bootID, Clock: clock,
-		Locker: locker, Detector: det, Rebooter: rebooter, Notifier: notifier, Observer: f.observer,
-		Store: state.File{Path: a.stateFile(f.dryRun)}, DryRun: f.dryRun, Logger: a.Logger,
+	p.comp = scheduler.Components{
+		Policy: pol, NodeID: id, Hostname: host, Locker: locker, Detector: det, Rebooter: rebooter, Notifier: notifier,
 		Checks: func(plugin string) (scheduler.HealthCheck, error) { return m.Check(plugin) },
 	}
 	if inst != nil {
-		opts.Installer = inst
+		p.comp.Installer = inst
 	}
-	ag, err := scheduler.New(opts)
+	return p, nil
+}
+
+// reload builds every component of pol and puts them in force, closing the
+// old ones; when the agent refuses them, the new ones are closed and the
+// running ones stay.
+func (a *App) reload(ctx context.Context, rt *runtime, pol *policy.Policy, f agentFlags) error {
+	p, err := a.buildParts(ctx, pol, f, rt.agent.State().Slot != nil)
 	if err != nil {
-		rt.Close()
-		return nil, err
+		return err
 	}
-	rt.agent = ag
-	return rt, nil
+	if err := rt.agent.Reload(p.comp); err != nil {
+		p.close()
+		return err
+	}
+	rt.mu.Lock()
+	if rt.closed {
+		// The agent stopped meanwhile: nothing may outlive it.
+		rt.mu.Unlock()
+		p.close()
+		return errors.New("the agent is stopping")
+	}
+	old := rt.parts
+	rt.parts = p
+	rt.mu.Unlock()
+	f.ops.WatchPlugins(p.plugins.Restarts)
+	old.close()
+	return nil
 }
 
 type webhookNotifier struct{ w *notify.Webhook }
