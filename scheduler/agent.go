@@ -255,7 +255,7 @@ func (a *Agent) Step(ctx context.Context) (Result, error) {
 	}
 	err := a.step(ctx, now, &r)
 	if a.releaseOwed != "" {
-		r.lockTrouble = true
+		r.warn = true
 		if r.wakeAt.IsZero() || a.releaseRetryAt.Before(r.wakeAt) {
 			r.wakeAt = a.releaseRetryAt
 		}
@@ -273,10 +273,10 @@ func (a *Agent) Step(ctx context.Context) (Result, error) {
 func (a *Agent) publish(r Result) error {
 	a.st.Last = &r
 	err := a.save()
-	// A lock service that cannot be reached is worth a warning: the node
-	// cannot take, or cannot give back, its slot.
+	// A node that cannot take or give back its slot (lock service out of
+	// reach, slot held elsewhere) is worth a warning, not a note.
 	level := slog.LevelInfo
-	if r.lockTrouble {
+	if r.warn {
 		level = slog.LevelWarn
 	}
 	a.log.Log(context.Background(), level, "decision", "decision", r.Decision, "reason", r.Reason, "phase", r.Phase, "group", r.Group)
@@ -406,11 +406,11 @@ func (a *Agent) preReboot(ctx context.Context, now time.Time, boot string, r *Re
 			return nil
 		case err != nil && g.LockOptional && !wasHolding:
 			a.log.Warn("locker unreachable; best-effort strategy reboots without a slot", "err", err)
-			r.lockTrouble = true
+			r.warn = true
 			lockless = true
 			a.st.Lockless = true
 		case err != nil:
-			r.lockTrouble = true
+			r.warn = true
 			a.decide(r, DecisionWaitSlot, "locker unavailable: %v", err)
 			return nil
 		case !granted:
@@ -982,7 +982,7 @@ func (a *Agent) failed(ctx context.Context, now time.Time, r *Result) error {
 		st, err := a.opts.Locker.Status(c, a.pol.Node.Group)
 		cancel()
 		if err != nil {
-			r.lockTrouble = true
+			r.warn = true
 			a.log.Warn("lock service unreachable", "group", a.pol.Node.Group, "err", err)
 		}
 		if err == nil {

@@ -109,16 +109,16 @@ func (a *Agent) slotMoved(r *Result) bool {
 	if !ok {
 		return false
 	}
-	r.lockTrouble = true
 	if a.opts.Locker == nil {
+		r.warn = true
 		a.decide(r, DecisionBlocked, "holding a slot %s, but no locker to give it back through; the slot is kept: restore the [lock] settings it was taken with", held)
 		return true
 	}
 	cur := a.slotRef()
 	if cur == held {
-		r.lockTrouble = false
 		return false
 	}
+	r.warn = true
 	a.decide(r, DecisionBlocked, "holding a slot %s, but the policy now says %s; the slot is kept: restore the [lock] and [node] settings it was taken with and reload, so it can be given back there",
 		held, held.changes(cur))
 	return true

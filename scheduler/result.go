@@ -54,8 +54,9 @@ type Result struct {
 	// polling: the locker cannot be watched; the loop asks again at wakeAt
 	// even when that is later than its period.
 	polling bool
-	// lockTrouble: the lock service could not be reached in this pass.
-	lockTrouble bool
+	// warn: the decision is logged as a warning (the lock service could
+	// not be reached, or a held slot cannot be given back).
+	warn bool
 }
 
 // StagedInfo reports the reboot-needed detection.
