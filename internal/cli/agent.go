@@ -270,7 +270,7 @@ func newStatusCmd(a *App) *cobra.Command {
 				fmt.Fprintf(a.Stdout, "last reboot error: %s\n", printable.String(st.RebootError))
 			}
 			if st.ReloadRefused != "" {
-				fmt.Fprintf(a.Stdout, "%s (at %s)\n", st.ReloadRefused, st.ReloadRefusedAt.Format(time.RFC3339))
+				fmt.Fprintf(a.Stdout, "%s (at %s)\n", printable.String(st.ReloadRefused), st.ReloadRefusedAt.Format(time.RFC3339))
 			}
 			return nil
 		},
