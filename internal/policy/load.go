@@ -14,6 +14,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/offpeak/offpeak/internal/cronspec"
 	"github.com/offpeak/offpeak/internal/paths"
 )
 
@@ -267,8 +268,13 @@ func isLocal(t time.Time) bool {
 		strings.HasPrefix(t.Location().String(), "time-local")
 }
 
-// fixLocalTimes re-reads local date-times of blackouts in the blackout's
-// timezone (UTC when unset), so results never depend on the host's zone.
+// fixLocalTimes re-reads local dates and date-times of blackouts in the
+// blackout's timezone (UTC when unset), so results never depend on the
+// host's zone. They follow the rule of window starts: a wall-clock time that
+// does not exist (spring-forward gap) is the first instant after the gap,
+// one that happens twice (fall-back) its first occurrence. A local date is
+// its 00:00, so a named date covers all of its wall-clock time even where
+// midnight falls in a gap or a repeat.
 func fixLocalTimes(m map[string]any, _ string, c *collector) {
 	tables, _ := m["blackout"].([]map[string]any)
 	for i, t := range tables {
@@ -289,7 +295,8 @@ func fixLocalTimes(m map[string]any, _ string, c *collector) {
 				c.addf(fmt.Sprintf("blackout[%d].%s", i, k), "must include a date, not only a time of day")
 				continue
 			}
-			t[k] = time.Date(v.Year(), v.Month(), v.Day(), v.Hour(), v.Minute(), v.Second(), v.Nanosecond(), loc)
+			wall := time.Date(v.Year(), v.Month(), v.Day(), v.Hour(), v.Minute(), v.Second(), v.Nanosecond(), time.UTC)
+			t[k] = cronspec.Resolve(wall, loc)
 		}
 	}
 }
