@@ -163,6 +163,42 @@ func (c *Calendar) NextStart(t time.Time) (time.Time, bool) {
 	return at, !at.IsZero()
 }
 
+// Opening is one occurrence of a window's start: the wall-clock time its
+// cron spec names (a naive time in UTC) and the instant it resolves to.
+type Opening struct {
+	Wall time.Time
+	At   time.Time
+}
+
+// Openings yields, in order, the occurrences of window w's start after
+// instant from, each on its own: not merged with overlapping ones,
+// blackouts ignored. It is what a timer firing at every window start has to
+// follow.
+func Openings(w policy.Window, from time.Time) (iter.Seq[Opening], error) {
+	sched, err := cronspec.Parse(w.Start)
+	if err != nil {
+		return nil, err
+	}
+	loc, err := w.Location()
+	if err != nil {
+		return nil, err
+	}
+	s := &spec{name: w.Name, sched: sched, loc: loc, dur: time.Nanosecond}
+	return func(yield func(Opening) bool) {
+		wall := cronspec.Naive(from, loc).Add(-26 * time.Hour)
+		for {
+			o, ok := s.occurrence(wall)
+			if !ok {
+				return
+			}
+			wall = o.wall
+			if o.w.Start.After(from) && !yield(Opening{Wall: o.wall, At: o.w.Start}) {
+				return
+			}
+		}
+	}, nil
+}
+
 // lookback is where a scan must begin to see every window open at t: no
 // occurrence that starts earlier reaches t. (A chain of overlapping windows
 // reaching further back is reported from there on; whether a reboot may

@@ -293,3 +293,46 @@ func BenchmarkAllowed(b *testing.B) {
 		c.Allowed(at)
 	}
 }
+
+// TestDayFieldWithStepIsRestricted pins robfig/cron's reading, which the
+// README documents: "*/2" restricts the day of month, so with a restricted
+// day of week the two are ORed (odd days or Mondays), unlike Vixie cron.
+func TestDayFieldWithStepIsRestricted(t *testing.T) {
+	c := calendar(t, win("w", "0 3 */2 * 1", "1h", "UTC", ""))
+	var got []string
+	for _, w := range c.Next(mustTime(t, "2025-06-01T00:00:00Z"), 8) {
+		got = append(got, w.Start.UTC().Format("01-02 Mon"))
+	}
+	// June 2025: the 1st is a Sunday; odd days, plus Mondays 2, 16 (and 30).
+	want := []string{"06-01 Sun", "06-02 Mon", "06-03 Tue", "06-05 Thu", "06-07 Sat", "06-09 Mon", "06-11 Wed", "06-13 Fri"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("starts %v, want %v", got, want)
+	}
+}
+
+// TestEndlessChainListedAsPieces pins the README: a window chain that never
+// ends (26 h every day) is listed as consecutive pieces of at most 7 days,
+// each starting where the previous ends, without a cutoff at the seams.
+func TestEndlessChainListedAsPieces(t *testing.T) {
+	c := calendar(t, win("w", "0 0 * * *", "26h", "UTC", "1h"))
+	ws := c.Next(mustTime(t, "2025-06-01T12:00:00Z"), 3)
+	if len(ws) != 3 {
+		t.Fatalf("got %d windows", len(ws))
+	}
+	for i, w := range ws {
+		if d := w.End.Sub(w.Start); d > maxMerged+26*time.Hour {
+			t.Errorf("piece %d lasts %s", i, d)
+		}
+		if !w.RebootUntil.Equal(w.End) {
+			t.Errorf("piece %d has a cutoff at a seam: reboots until %s, ends %s", i, w.RebootUntil, w.End)
+		}
+		if i > 0 && !w.Start.Equal(ws[i-1].End) {
+			t.Errorf("piece %d starts at %s, the previous ends at %s", i, w.Start, ws[i-1].End)
+		}
+	}
+	for _, at := range []time.Time{ws[1].Start, ws[1].Start.Add(-time.Nanosecond), ws[2].Start.Add(time.Minute)} {
+		if _, ok := c.Allowed(at); !ok {
+			t.Errorf("not allowed at %s inside the chain", at)
+		}
+	}
+}

@@ -26,7 +26,9 @@ func newNextCmd(a *App) *cobra.Command {
 		Use:   "next",
 		Short: "List the next maintenance windows",
 		Long: "List the next maintenance windows of the policy, overlapping windows merged and\n" +
-			"blackouts cut out. A reboot may begin from start until reboot_until (end minus cutoff).",
+			"blackouts cut out. A reboot may begin from start until reboot_until (end minus cutoff).\n" +
+			"Windows that chain without a gap forever (e.g. 26 hours every day) are listed as\n" +
+			"consecutive pieces of about a week, each starting where the previous one ends.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := CheckOutput(output, "text", "json"); err != nil {

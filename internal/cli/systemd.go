@@ -33,7 +33,11 @@ func newSystemdTimerCmd(a *App) *cobra.Command {
 		Long: "Print a systemd timer for timer mode (offpeak-check.service instead of the agent).\n" +
 			"Each window's cron spec becomes OnCalendar= lines in the window's time zone that fire\n" +
 			"at every window start, plus lines that fire every --every during the hours in which a\n" +
-			"reboot may begin, so a node that found no free slot tries again. The timer only\n" +
+			"reboot may begin, so a node that found no free slot tries again. On the days a clock\n" +
+			"change skips or repeats a time these lines name, systemd would resolve it otherwise\n" +
+			"than offpeak: those days are left out of the zone's lines and their starts written in\n" +
+			"UTC up to the end of the fifth year from now, so regenerate the timer before then (it\n" +
+			"says when). A window that opens when a blackout ends gets its own line. The timer only\n" +
 			"decides when offpeak runs: offpeak itself applies cutoffs, blackouts and DST rules.\n" +
 			"A window that cannot be expressed is an error naming the window.\n\n" +
 			"  offpeak systemd timer > /etc/systemd/system/offpeak.timer",
@@ -43,7 +47,7 @@ func newSystemdTimerCmd(a *App) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			out, err := systemdunit.Timer(pol, systemdunit.TimerOptions{Unit: unit, Every: every, RandomizedDelay: delay})
+			out, err := systemdunit.Timer(pol, systemdunit.TimerOptions{Unit: unit, Every: every, RandomizedDelay: delay, Now: a.Now()})
 			if err != nil {
 				return &ExitError{Code: 1, Err: fmt.Errorf("cannot write a timer for this policy: %w", err)}
 			}

@@ -72,22 +72,49 @@ func (s schedule) dayVariants() []days {
 }
 
 // OnCalendar converts a window's cron spec in zone into systemd calendar
-// expressions that together elapse exactly when the spec fires (zone "" is
-// UTC, "Local" the host's zone). Elapse instants agree with offpeak's
-// calendar except on DST transition days, where systemd resolves a
-// non-existent or repeated wall-clock time its own way.
+// expressions in that zone that together elapse exactly when the spec fires
+// (zone "" is UTC, "Local" the host's zone), as long as no clock change
+// makes a wall-clock time the expressions name skip or repeat: systemd
+// resolves those its own way, and may even fail. Timer checks that and
+// writes the days concerned in UTC instead.
 func OnCalendar(spec, zone string) ([]string, error) {
 	s, err := parse(spec)
 	if err != nil {
 		return nil, err
 	}
-	return s.onCalendar(zone), nil
+	return render(s.startLines(), zone), nil
 }
 
-func (s schedule) onCalendar(zone string) []string {
+// line is one calendar expression in a window's zone: the days it may
+// elapse on, and its hours and minutes (second 0).
+type line struct {
+	d       days
+	hours   uint64
+	minutes uint64
+	minText string // how minutes are written, when not by renderNum
+}
+
+func (l line) expr(zone string) string {
+	minutes := l.minText
+	if minutes == "" {
+		minutes = renderNum(l.minutes, minuteBounds)
+	}
+	return expr(l.d, renderNum(l.hours, hourBounds), minutes, zone)
+}
+
+func render(lines []line, zone string) []string {
 	var out []string
+	for _, l := range lines {
+		out = appendUnique(out, l.expr(zone))
+	}
+	return out
+}
+
+// startLines are the expressions elapsing at the spec's fire times.
+func (s schedule) startLines() []line {
+	var out []line
 	for _, d := range s.dayVariants() {
-		out = appendUnique(out, expr(d, renderNum(s.hour, hourBounds), renderNum(s.minute, minuteBounds), zone))
+		out = append(out, line{d: d, hours: s.hour, minutes: s.minute})
 	}
 	return out
 }

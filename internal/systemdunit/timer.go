@@ -3,15 +3,21 @@ package systemdunit
 import (
 	"cmp"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/offpeak/offpeak/internal/policy"
+	"github.com/offpeak/offpeak/scheduler"
 	"github.com/offpeak/offpeak/strategies"
 )
 
 // DefaultUnit is the service a generated timer starts.
 const DefaultUnit = "offpeak-check.service"
+
+// maxWindowLines bounds the OnCalendar= lines of one window; a window that
+// needs more is refused rather than written as an unreadable timer.
+const maxWindowLines = 400
 
 // TimerOptions shape a generated timer.
 type TimerOptions struct {
@@ -23,11 +29,18 @@ type TimerOptions struct {
 	Every time.Duration
 	// RandomizedDelay spreads the nodes of a fleet over this span.
 	RandomizedDelay time.Duration
+	// Now is when the timer is made; zero means time.Now(). Days on which a
+	// clock change touches a window's times are written in UTC from Now to
+	// the end of the fifth year after it.
+	Now time.Time
 }
 
-// Timer renders a .timer for the policy's windows. It fails, naming the
-// window, when a window's spec has no OnCalendar form. Strategies without a
-// window gate get a timer that fires every Every (default 5 minutes).
+// Timer renders a .timer for the policy's windows: it fires at the start
+// of every window offpeak's calendar opens, up to the end of the fifth year
+// after o.Now and, for days without clock changes, beyond. It fails, naming
+// the window, when a window's spec has no OnCalendar form. Strategies
+// without a window gate get a timer that fires every Every (default 5
+// minutes).
 func Timer(pol *policy.Policy, o TimerOptions) (string, error) {
 	if o.Unit == "" {
 		o.Unit = DefaultUnit
@@ -42,6 +55,29 @@ func Timer(pol *policy.Policy, o TimerOptions) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	now := o.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	g := &generator{now: now, until: time.Date(now.UTC().Year()+6, 1, 1, 0, 0, 0, 0, time.UTC), every: o.Every, maxLines: maxWindowLines}
+	var body strings.Builder
+	switch {
+	case !gates.Window:
+		every := cmp.Or(o.Every, 5*time.Minute)
+		fmt.Fprintf(&body, "# strategy %q has no window gate: check every %s\n", pol.Strategy, Timespan(every))
+		fmt.Fprintf(&body, "OnCalendar=*-*-* *:%s:00\n", everyMinutes(every))
+	case len(pol.Windows) == 0:
+		return "", fmt.Errorf("the policy has no [[window]]")
+	default:
+		for i, w := range pol.Windows {
+			if err := g.writeWindow(&body, i, w); err != nil {
+				return "", err
+			}
+		}
+		if err := g.writeBlackoutEnds(&body, pol); err != nil {
+			return "", err
+		}
+	}
 	var b strings.Builder
 	source := "the built-in default policy"
 	if len(pol.Sources) > 0 {
@@ -51,24 +87,14 @@ func Timer(pol *policy.Policy, o TimerOptions) (string, error) {
 	b.WriteString("# It only decides when `offpeak check` runs; offpeak itself applies the\n")
 	b.WriteString("# window, cutoff, blackouts and time-zone rules, so a run outside a window\n")
 	b.WriteString("# just reports \"wait-window\". Regenerate it after changing the windows.\n")
+	if g.dated {
+		fmt.Fprintf(&b, "# Its lines dated in UTC end on %s: regenerate it before then.\n", g.until.AddDate(0, 0, -1).Format(time.DateOnly))
+	}
 	b.WriteString("[Unit]\n")
 	b.WriteString("Description=Run offpeak's reboot check in maintenance windows\n")
 	b.WriteString("Documentation=man:offpeak-check(1) man:offpeak-systemd-timer(1)\n\n")
 	b.WriteString("[Timer]\n")
-	switch {
-	case !gates.Window:
-		every := cmp.Or(o.Every, 5*time.Minute)
-		fmt.Fprintf(&b, "# strategy %q has no window gate: check every %s\n", pol.Strategy, Timespan(every))
-		fmt.Fprintf(&b, "OnCalendar=*-*-* *:%s:00\n", everyMinutes(every))
-	case len(pol.Windows) == 0:
-		return "", fmt.Errorf("the policy has no [[window]]")
-	default:
-		for i, w := range pol.Windows {
-			if err := writeWindow(&b, i, w, o.Every); err != nil {
-				return "", err
-			}
-		}
-	}
+	b.WriteString(body.String())
 	b.WriteString("Persistent=true\n")
 	if o.RandomizedDelay > 0 {
 		fmt.Fprintf(&b, "RandomizedDelaySec=%s\n", Timespan(o.RandomizedDelay))
@@ -79,9 +105,17 @@ func Timer(pol *policy.Policy, o TimerOptions) (string, error) {
 	return b.String(), nil
 }
 
+// generator writes the OnCalendar= lines of a policy's windows.
+type generator struct {
+	now, until time.Time     // dated lines cover window starts in [now, until)
+	every      time.Duration // re-run period; 0 for none
+	maxLines   int           // per window
+	dated      bool          // some window needed dated lines
+}
+
 // writeWindow writes the OnCalendar= lines of window i: its starts and,
 // when every is set, the re-runs while a reboot may begin.
-func writeWindow(b *strings.Builder, i int, w policy.Window, every time.Duration) error {
+func (g *generator) writeWindow(b *strings.Builder, i int, w policy.Window) error {
 	name := w.Name
 	if name == "" {
 		name = fmt.Sprintf("window%d", i+1)
@@ -90,21 +124,190 @@ func writeWindow(b *strings.Builder, i int, w policy.Window, every time.Duration
 	if err != nil {
 		return fmt.Errorf("window %q (%s): %w", name, w.Source, err)
 	}
+	loc, err := w.Location()
+	if err != nil {
+		return fmt.Errorf("window %q (%s): %w", name, w.Source, err)
+	}
 	span := w.Duration.D() - w.Cutoff.D()
+	zone := cmp.Or(w.Timezone, "UTC")
+	var retries []line
+	var approx bool
+	if g.every > 0 {
+		retries, approx = s.retryLines(span, g.every)
+	}
+	p, err := g.plan(w, loc, s.startLines(), retries, span)
+	if err != nil {
+		return fmt.Errorf("window %q (%s): %w", name, w.Source, err)
+	}
+	startExprs, retryExprs := render(p.starts, w.Timezone), render(p.retries, w.Timezone)
+	datedStarts, datedRetries := p.dated.startExprs(), p.dated.retryExprs(everyMinutes(g.every))
+	if n := len(startExprs) + len(retryExprs) + len(datedStarts) + len(datedRetries); n > g.maxLines {
+		return fmt.Errorf("window %q (%s): %q in %s would need %d OnCalendar= lines to follow the zone's clock changes; "+
+			"choose start times the changes do not touch, or run `offpeak agent` instead of the timer", name, w.Source, w.Start, zone, n)
+	}
 	fmt.Fprintf(b, "# window %q: %q in %s for %s; reboots may begin during the first %s\n",
-		name, w.Start, cmp.Or(w.Timezone, "UTC"), policy.FormatDuration(w.Duration.D()), policy.FormatDuration(span))
-	for _, e := range s.onCalendar(w.Timezone) {
+		name, w.Start, zone, policy.FormatDuration(w.Duration.D()), policy.FormatDuration(span))
+	for _, e := range startExprs {
 		fmt.Fprintf(b, "OnCalendar=%s\n", e)
 	}
-	if every == 0 {
+	if len(retryExprs) > 0 {
+		fmt.Fprintf(b, "# every %s during the hours reboots may begin in\n", Timespan(g.every))
+		if approx {
+			b.WriteString("# (after midnight the day restriction is dropped: extra runs only report \"wait-window\")\n")
+		}
+		for _, e := range retryExprs {
+			fmt.Fprintf(b, "OnCalendar=%s\n", e)
+		}
+	}
+	if p.dated.empty() {
 		return nil
 	}
-	retries, approx := s.retries(w.Timezone, span, every)
-	fmt.Fprintf(b, "# every %s during the hours reboots may begin in\n", Timespan(every))
-	if approx {
-		b.WriteString("# (after midnight the day restriction is dropped: extra runs only report \"wait-window\")\n")
+	g.dated = true
+	last := g.until.AddDate(0, 0, -1).Format(time.DateOnly)
+	if p.allUTC {
+		fmt.Fprintf(b, "# systemd cannot follow %s's clock changes for this window:\n", zone)
+		fmt.Fprintf(b, "# its starts up to %s, in UTC\n", last)
+	} else {
+		fmt.Fprintf(b, "# on the days left out above, %s's clock changes skip or repeat times\n", zone)
+		fmt.Fprintf(b, "# systemd would try: the window's starts on them up to %s, in UTC\n", last)
 	}
-	for _, e := range retries {
+	for _, e := range datedStarts {
+		fmt.Fprintf(b, "OnCalendar=%s\n", e)
+	}
+	if len(datedRetries) > 0 {
+		fmt.Fprintf(b, "# and every %s during the hours reboots may begin in\n", Timespan(g.every))
+		for _, e := range datedRetries {
+			fmt.Fprintf(b, "OnCalendar=%s\n", e)
+		}
+	}
+	return nil
+}
+
+// plan is how one window's lines are written.
+type plan struct {
+	starts, retries []line // in the window's zone
+	dated           *dated // in UTC
+	allUTC          bool   // no line in the zone is safe
+}
+
+// plan keeps the window's expressions in its zone for every day on which
+// systemd resolves them as offpeak does, and lists the other days' starts
+// and re-runs in UTC (see the notes on clock changes at the top of dst.go).
+func (g *generator) plan(w policy.Window, loc *time.Location, starts, retries []line, span time.Duration) (plan, error) {
+	changes := clockChanges(loc, g.now.Add(-48*time.Hour), g.now.AddDate(safetyYears, 0, 0))
+	r := assess(append(slices.Clone(starts), retries...), changes)
+	p := plan{starts: starts, retries: retries, dated: newDated()}
+	if r.none() {
+		return p, nil
+	}
+	boxes := r.boxes()
+	p.starts, p.retries = outsideAll(starts, boxes), outsideAll(retries, boxes)
+	inBox := func(c civil) bool {
+		x, ok := boxes[c.m]
+		return ok && x.has(c)
+	}
+	if !assess(append(slices.Clone(p.starts), p.retries...), changes).none() {
+		// Not expected: the lines left out every risky day. Stay safe.
+		p.starts, p.retries, p.allUTC = nil, nil, true
+		inBox = func(civil) bool { return true }
+	}
+	if len(p.starts) == 0 && len(p.retries) == 0 {
+		p.allUTC = true
+	}
+	// Only openings near the left-out days matter; scanning just those
+	// keeps a window that opens every minute cheap.
+	slack := span + 48*time.Hour
+	for _, run := range dayRanges(inBox, civilOf(g.now.In(loc)).addDays(-1), civilOf(g.until.In(loc)).addDays(1)) {
+		from := maxTime(g.now, run[0].midnight().Add(-slack))
+		openings, err := scheduler.Openings(w, from.Add(-time.Nanosecond))
+		if err != nil {
+			return p, err
+		}
+		stop := minTime(g.until, run[1].midnight().Add(slack))
+		for o := range openings {
+			if !o.At.Before(stop) {
+				break
+			}
+			day := civilOf(o.At.In(loc))
+			hit := inBox(civilOf(o.Wall)) || inBox(day)
+			if hit {
+				p.dated.addStart(o.At)
+			}
+			if g.every == 0 {
+				continue
+			}
+			// Re-runs of a window that opens on such a day or runs into one.
+			for d, end := day, civilOf(o.At.Add(span-time.Nanosecond).In(loc)); !hit && !end.before(d); d = d.addDays(1) {
+				hit = inBox(d)
+			}
+			if hit {
+				p.dated.addRetries(o.At, span)
+			}
+		}
+	}
+	return p, nil
+}
+
+// dayRanges returns the runs of consecutive days in [first, last] for
+// which in holds, as [start, end] pairs.
+func dayRanges(in func(civil) bool, first, last civil) [][2]civil {
+	var out [][2]civil
+	for d := first; !last.before(d); d = d.addDays(1) {
+		if !in(d) {
+			continue
+		}
+		if n := len(out); n > 0 && out[n-1][1].addDays(1) == d {
+			out[n-1][1] = d
+		} else {
+			out = append(out, [2]civil{d, d})
+		}
+	}
+	return out
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+func outsideAll(lines []line, boxes map[time.Month]box) []line {
+	var out []line
+	for _, l := range lines {
+		out = append(out, l.outside(boxes)...)
+	}
+	return out
+}
+
+// writeBlackoutEnds adds a line for each window that opens when a blackout
+// ends, since no window start names that instant.
+func (g *generator) writeBlackoutEnds(b *strings.Builder, pol *policy.Policy) error {
+	cal, err := scheduler.NewCalendar(pol)
+	if err != nil {
+		return err
+	}
+	d := newDated()
+	for _, bo := range pol.Blackouts {
+		if bo.Until.Before(g.now) {
+			continue
+		}
+		if w, ok := cal.Current(bo.Until); ok && w.Start.Equal(bo.Until) {
+			d.exact = append(d.exact, bo.Until)
+		}
+	}
+	if d.empty() {
+		return nil
+	}
+	b.WriteString("# windows that open when a blackout ends\n")
+	for _, e := range d.startExprs() {
 		fmt.Fprintf(b, "OnCalendar=%s\n", e)
 	}
 	return nil
@@ -115,9 +318,16 @@ func writeWindow(b *strings.Builder, i int, w policy.Window, every time.Duration
 // the hour holding start+span. approx is true when a window runs past
 // midnight and its day restriction could not be carried over exactly.
 func (s schedule) retries(zone string, span, every time.Duration) (exprs []string, approx bool) {
+	lines, approx := s.retryLines(span, every)
+	return render(lines, zone), approx
+}
+
+func (s schedule) retryLines(span, every time.Duration) (out []line, approx bool) {
 	minutes := everyMinutes(every)
+	minuteBits := everyMinuteBits(every)
 	if span >= 7*24*time.Hour {
-		return []string{expr(days{dow: fullBits(dowBounds), dom: fullBits(domBounds), month: fullBits(monthBounds)}, "*", minutes, zone)}, false
+		all := days{dow: fullBits(dowBounds), dom: fullBits(domBounds), month: fullBits(monthBounds)}
+		return []line{{d: all, hours: fullBits(hourBounds), minutes: minuteBits, minText: minutes}}, false
 	}
 	mins := values(s.minute, minuteBounds)
 	lastMinute := time.Duration(mins[len(mins)-1]) * time.Minute
@@ -147,10 +357,20 @@ func (s schedule) retries(zone string, span, every time.Duration) (exprs []strin
 					approx = true
 				}
 			}
-			exprs = appendUnique(exprs, expr(dd, renderNum(hb, hourBounds), minutes, zone))
+			out = append(out, line{d: dd, hours: hb, minutes: minuteBits, minText: minutes})
 		}
 	}
-	return exprs, approx
+	return out, approx
+}
+
+// everyMinuteBits is the set of minutes everyMinutes names.
+func everyMinuteBits(every time.Duration) uint64 {
+	m := max(int(every/time.Minute), 1)
+	var v uint64
+	for i := 0; i < 60; i += m {
+		v |= 1 << uint(i)
+	}
+	return v
 }
 
 func everyMinutes(every time.Duration) string {

@@ -336,6 +336,19 @@ func TestGeneratedTimersVerify(t *testing.T) {
 	noWindow := loadPolicy(t, "")
 	noWindow.Strategy = policy.StrategyEtcdLock
 	variants = append(variants, variant{"etcd-lock", noWindow, TimerOptions{Every: 15 * time.Minute}})
+	// Windows whose clock changes need dated lines in UTC.
+	now := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
+	for _, c := range []struct{ name, spec, zone string }{
+		{"berlin-daily", "0 2 * * *", "Europe/Berlin"},
+		{"havana-weekdays", "0 2 * * 1-5", "America/Havana"},
+		{"chatham-gap", "45 2 * * *", "Pacific/Chatham"},
+		{"santiago-midnight", "0 0 * * *", "America/Santiago"},
+	} {
+		variants = append(variants,
+			variant{c.name + "-starts", dstPolicy(t, c.spec, c.zone), TimerOptions{Now: now}},
+			variant{c.name + "-reruns", dstPolicy(t, c.spec, c.zone), TimerOptions{Now: now, Every: 5 * time.Minute, RandomizedDelay: time.Minute}},
+		)
+	}
 
 	for _, v := range variants {
 		t.Run(v.name, func(t *testing.T) {
