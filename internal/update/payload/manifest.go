@@ -147,6 +147,9 @@ const (
 	Version1 = 1
 )
 
+// HasMagic reports whether b starts like a payload.
+func HasMagic(b []byte) bool { return len(b) >= len(Magic) && string(b[:len(Magic)]) == Magic }
+
 // ParseHeader checks the magic and version and returns the manifest size.
 func ParseHeader(b []byte) (Header, error) {
 	if len(b) < len(Magic) || string(b[:len(Magic)]) != Magic {
