@@ -6,8 +6,10 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/binary"
 	"encoding/pem"
 	"errors"
+	"hash/crc32"
 	"io"
 	mrand "math/rand/v2"
 	"os"
@@ -392,5 +394,32 @@ func TestParsePublicKeyRefusesSmallAndOtherKeys(t *testing.T) {
 	pkcs1 := x509.MarshalPKCS1PublicKey(&keyA().PublicKey)
 	if _, err := payload.ParsePublicKey(pem.EncodeToMemory(&pem.Block{Type: "RSA PUBLIC KEY", Bytes: pkcs1})); err != nil {
 		t.Error(err)
+	}
+}
+
+// An xz blob whose header asks for a 2 GiB dictionary is refused before
+// the decoder allocates it: the manifest vouching for the blob is only
+// verified at the end of the payload.
+func TestHugeXZDictionaryRefused(t *testing.T) {
+	img := image(64<<10, 13)
+	bigDict := func(i int, blob []byte) []byte {
+		// The block header follows the 12-byte stream header: size,
+		// flags, then the LZMA2 filter (0x21), its property size (1) and
+		// the dictionary code, which 38 makes 2 GiB.
+		b := bytes.Clone(blob)
+		hsize := (int(b[12]) + 1) * 4
+		at := bytes.Index(b[12:12+hsize], []byte{0x21, 0x01})
+		if at < 0 {
+			t.Fatal("no LZMA2 filter in the block header")
+		}
+		b[12+at+2] = 38
+		crc := crc32.ChecksumIEEE(b[12 : 12+hsize-4])
+		binary.LittleEndian.PutUint32(b[12+hsize-4:], crc)
+		return b
+	}
+	p := build(t, img, payloadtest.Options{Keys: []*rsa.PrivateKey{keyA()}, Ops: []payload.OpType{payload.OpReplaceXZ}, Blob: bigDict})
+	_, err := apply(p, payload.Options{PublicKeys: []*rsa.PublicKey{&keyA().PublicKey}})
+	if !errors.Is(err, payload.ErrCorrupt) {
+		t.Fatalf("%v, want ErrCorrupt", err)
 	}
 }

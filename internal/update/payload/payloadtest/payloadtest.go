@@ -41,6 +41,9 @@ type Options struct {
 	Version uint64
 	// Mutate may change the manifest before it is encoded and signed.
 	Mutate func(*payload.Manifest)
+	// Blob, when set, may replace operation i's data before it is
+	// hashed.
+	Blob func(i int, blob []byte) []byte
 }
 
 // Build returns a full payload of image.
@@ -66,6 +69,9 @@ func Build(image []byte, o Options) ([]byte, error) {
 			blob, err := Compress(typ, part)
 			if err != nil {
 				return nil, err
+			}
+			if o.Blob != nil {
+				blob = o.Blob(first+i, blob)
 			}
 			sum := sha256.Sum256(blob)
 			ops = append(ops, payload.Operation{
