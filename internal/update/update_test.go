@@ -135,7 +135,7 @@ func params() omaha.Params {
 	return omaha.Params{AppID: appID, Version: "1.0.0", Track: "stable", MachineID: "4c0ffee0000000000000000000000001", BootID: "b1", Board: "amd64-usr"}
 }
 
-// installOffer is the update path PART B wires into the agent: events,
+// installOffer is the update path the agent is to run: events,
 // download, payload, install.
 func installOffer(ctx context.Context, t testing.TB, c *omaha.Client, f *fetch.Fetcher, disk string, keys []*rsa.PublicKey) (gpt.Result, error) {
 	t.Helper()
