@@ -16,6 +16,13 @@ var ErrNotSupported = errors.New("not supported by this backend")
 // callers treat it as "do not reboot".
 var ErrUnknown = errors.New("staged state unknown")
 
+// ErrNoRollbackTarget: Rollback refused because the slot it would make
+// boot next is not both verified and marked good (or the backend cannot
+// tell). Every backend that rolls back follows one rule: a slot whose
+// bytes changed is unbootable until the new bytes verified, and rollback
+// goes only to a slot that verified and booted good.
+var ErrNoRollbackTarget = errors.New("no slot to roll back to")
+
 // Status is what a backend knows about the booted and the staged system.
 type Status struct {
 	Backend       string `json:"backend"`
@@ -37,6 +44,7 @@ type Backend interface {
 	Stage(ctx context.Context) error
 	// MarkGood records that the booted slot works (after post-boot checks).
 	MarkGood(ctx context.Context) error
-	// Rollback makes the previous slot the one to boot next.
+	// Rollback makes the previous slot the one to boot next, or refuses
+	// with ErrNoRollbackTarget when that slot is not verified and good.
 	Rollback(ctx context.Context) error
 }

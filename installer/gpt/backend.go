@@ -63,7 +63,7 @@ func NewBackend(cfg Config, layout paths.Layout, log *slog.Logger) (*Backend, er
 func (b *Backend) Name() string { return "gpt" }
 
 func (b *Backend) target() Target {
-	return Target{Disk: b.cfg.Disk, Booted: b.cfg.Booted, CmdlinePath: b.layout.Join(DefaultCmdline)}
+	return Target{Disk: b.cfg.Disk, Booted: b.cfg.Booted, CmdlinePath: b.layout.Join(DefaultCmdline), RecordDir: b.layout.InstallRecordDir()}
 }
 
 // Status reports the staged update. The slots carry no version, so the
@@ -77,7 +77,7 @@ func (b *Backend) Status(ctx context.Context) (installer.Status, error) {
 		Backend:       b.Name(),
 		BootedVersion: slotVersion(st.Booted),
 		Staged:        st.Staged,
-		Detail:        fmt.Sprintf("booted %s; passive %s", st.Booted, st.Passive),
+		Detail:        fmt.Sprintf("booted %s; passive %s; %s", st.Booted, st.Passive, st.PassiveStatus),
 	}
 	if st.Staged {
 		s.StagedVersion = slotVersion(st.Passive)
@@ -112,7 +112,7 @@ func (b *Backend) MarkGood(ctx context.Context) error {
 	return err
 }
 
-// Rollback makes the other slot boot next.
+// Rollback makes the other slot boot next, if it is verified and good.
 func (b *Backend) Rollback(ctx context.Context) error {
 	_, err := Rollback(ctx, b.target())
 	return err

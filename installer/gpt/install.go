@@ -72,9 +72,16 @@ type Result struct {
 // hashing it, fsyncs it, verifies checksum and signature, and only then
 // sets the passive slot's gptprio attributes so it boots next once:
 // priority above the booted slot (see nextPriorities), tries 1,
-// successful 0. On any error the partition table is left as it was; the
-// passive partition's contents are then undefined, but its attributes
-// still describe the old state (see README: failed installs).
+// successful 0.
+//
+// Before the first byte of the slot changes, the slot is marked unbootable
+// (priority 0, tries 0, successful 0, in both GPT copies, fsync'd), as
+// update_engine does on Android and ChromeOS: from then on only a verified
+// install makes it bootable again, and an install that fails or is
+// interrupted (even by a crash) leaves it unbootable rather than a
+// "fallback" holding half-written bytes. Errors found before anything is
+// written leave the table as it was. With o.RecordDir the outcome is kept
+// as an InstallRecord.
 func Install(ctx context.Context, o Options) (Result, error) {
 	log := o.Logger
 	if log == nil {
@@ -145,10 +152,80 @@ func Install(ctx context.Context, o Options) (Result, error) {
 	}
 	log.InfoContext(ctx, "installing image", "disk", o.Disk, "slot", p.passive.Name, "partuuid", p.passive.ID.String(), "size", size)
 
+	if err := ctx.Err(); err != nil {
+		return Result{}, err
+	}
+	if err := markUnbootable(d, t, p.passive); err != nil {
+		return Result{}, err
+	}
+	rec := InstallRecord{Disk: o.Disk, Slot: p.passive.Name, PARTUUID: p.passive.ID.String(), Result: InstallStarted, Started: time.Now()}
+	// The record explains the mark; the mark alone keeps the slot from
+	// booting, so an unwritable record does not stop the install.
+	if err := writeInstallRecord(o.RecordDir, rec); err != nil {
+		log.WarnContext(ctx, "cannot record the install", "error", err)
+	}
+	// The verified record is written before the table makes the slot
+	// bootable, so that a crash in between leaves an unbootable slot with
+	// a true record rather than a bootable one recorded as unfinished.
+	verified := func(n int64, sum, how string) {
+		rec.Result, rec.Finished, rec.Bytes, rec.SHA256, rec.Verified = InstallVerified, time.Now(), n, sum, how
+		if err := writeInstallRecord(o.RecordDir, rec); err != nil {
+			log.WarnContext(ctx, "cannot record the install", "error", err)
+		}
+	}
+	job := installJob{o: o, d: d, p: p, src: src, size: size, want: want, bufSize: bufSize, base: base, limit: limit, log: log}
+	res, err := job.run(ctx, verified)
+	if err != nil {
+		rec.Result, rec.Finished, rec.Error = InstallFailed, time.Now(), err.Error()
+		rec.Bytes, rec.SHA256, rec.Verified = 0, "", ""
+		log.ErrorContext(ctx, "install failed; the slot stays unbootable", "slot", p.passive.Name, "error", err)
+		if werr := writeInstallRecord(o.RecordDir, rec); werr != nil {
+			log.WarnContext(ctx, "cannot record the install", "error", werr)
+		}
+		return Result{}, err
+	}
+	res.State = withRecord(res.State, o.RecordDir)
+	return res, nil
+}
+
+// markUnbootable gives the passive slot priority 0, tries 0, successful 0
+// and writes both GPT copies (each fsync'd) before its bytes change.
+func markUnbootable(d *Disk, t *Table, passive Partition) error {
+	if err := t.SetPrio(passive.Index, 0, 0, false); err != nil {
+		return err
+	}
+	if err := d.WriteTable(t); err != nil {
+		return fmt.Errorf("mark %s unbootable before writing it: %w", passive.Name, err)
+	}
+	return nil
+}
+
+// installJob is one install whose checks passed and whose target slot is
+// marked unbootable.
+type installJob struct {
+	o           Options
+	d           *Disk
+	p           pair
+	src         io.Reader
+	size        int64 // of src when known, else 0
+	want        string
+	bufSize     int
+	base, limit int64 // the passive partition, in bytes
+	log         *slog.Logger
+}
+
+// run streams, verifies and stages the image. verified is called once the
+// image verified, before the table makes the slot bootable.
+func (j installJob) run(ctx context.Context, verified func(n int64, sum, how string)) (Result, error) {
+	o, d, p, src, size, want, log := j.o, j.d, j.p, j.src, j.size, j.want, j.log
+	base, limit, bufSize := j.base, j.limit, j.bufSize
 	start := time.Now()
 	n, digest, err := streamHashed(ctx, d.f, base, limit, src, bufSize)
 	log.DebugContext(ctx, "image streamed", "bytes", n, "elapsed", time.Since(start), "error", err)
 	if err != nil {
+		if ctx.Err() != nil {
+			return Result{}, fmt.Errorf("install into %s interrupted after %d bytes: %w", p.passive.Name, n, err)
+		}
 		return Result{}, fmt.Errorf("install into %s: %w", p.passive.Name, err)
 	}
 	switch {
@@ -160,11 +237,11 @@ func Install(ctx context.Context, o Options) (Result, error) {
 		return Result{}, fmt.Errorf("image has %d bytes, %d announced", n, size)
 	}
 	sum := hex.EncodeToString(digest)
-	verified, err := verify(sum, want, o.Signature, o.PublicKey)
+	verifiedBy, err := verify(sum, want, o.Signature, o.PublicKey)
 	if err != nil {
 		return Result{}, err
 	}
-	if verified == "none" {
+	if verifiedBy == "none" {
 		log.WarnContext(ctx, "image installed without checksum or signature", "sha256", sum)
 	}
 
@@ -194,6 +271,7 @@ func Install(ctx context.Context, o Options) (Result, error) {
 	if err := ctx.Err(); err != nil {
 		return Result{}, err
 	}
+	verified(n, sum, verifiedBy)
 	if err := d.WriteTable(t2); err != nil {
 		return Result{}, err
 	}
@@ -201,8 +279,8 @@ func Install(ctx context.Context, o Options) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	log.InfoContext(ctx, "image staged", "slot", st.Passive.String(), "sha256", sum, "verified", verified)
-	return Result{State: st, Bytes: n, SHA256: sum, Verified: verified}, nil
+	log.InfoContext(ctx, "image staged", "slot", st.Passive.String(), "sha256", sum, "verified", verifiedBy)
+	return Result{State: st, Bytes: n, SHA256: sum, Verified: verifiedBy}, nil
 }
 
 // streamDst is where streamHashed writes: the disk.
@@ -260,6 +338,9 @@ func streamHashed(ctx context.Context, dst streamDst, base, limit int64, src io.
 		flushed <- ferr
 	}()
 
+	reads := newCtxFiller(ctx, src)
+	defer reads.close()
+
 	var total, started, synced int64
 	err := func() error {
 		for {
@@ -273,7 +354,12 @@ func streamHashed(ctx context.Context, dst streamDst, base, limit int64, src io.
 				return ctx.Err()
 			case buf = <-free:
 			}
-			n, rerr := fill(src, buf)
+			n, rerr := reads.fill(buf)
+			if rerr != nil && ctx.Err() != nil {
+				// Cancelled while the read blocked: stop now, whatever
+				// the abandoned read brings later.
+				return ctx.Err()
+			}
 			if n > 0 {
 				if int64(n) > limit-total {
 					return fmt.Errorf("%w: more than the partition's %d bytes", ErrImageTooLarge, limit)
@@ -322,6 +408,59 @@ func streamHashed(ctx context.Context, dst streamDst, base, limit int64, src io.
 		return total, nil, err
 	}
 	return total, h.Sum(nil), nil
+}
+
+// ctxFiller runs fill in its own goroutine so that a cancelled context ends
+// the install at once even while a read blocks: standard input from a
+// terminal, or a pipe whose writer is silent, is in blocking mode and
+// ignores deadlines. An abandoned read ends when its source does (at
+// process exit for the command line); its buffer is never used again.
+// Where the source supports deadlines (a pollable *os.File), the blocked
+// read is also woken up.
+type ctxFiller struct {
+	ctx     context.Context
+	reqs    chan []byte
+	results chan fillResult
+	stop    func() bool
+}
+
+type fillResult struct {
+	n   int
+	err error
+}
+
+func newCtxFiller(ctx context.Context, src io.Reader) *ctxFiller {
+	c := &ctxFiller{ctx: ctx, reqs: make(chan []byte), results: make(chan fillResult, 1), stop: func() bool { return false }}
+	if f, ok := src.(interface{ SetReadDeadline(time.Time) error }); ok {
+		c.stop = context.AfterFunc(ctx, func() { _ = f.SetReadDeadline(time.Now()) })
+	}
+	go func() {
+		for b := range c.reqs {
+			n, err := fill(src, b)
+			c.results <- fillResult{n, err}
+		}
+	}()
+	return c
+}
+
+// fill is fill(src, buf), or ctx.Err() as soon as ctx ends.
+func (c *ctxFiller) fill(buf []byte) (int, error) {
+	select {
+	case c.reqs <- buf:
+	case <-c.ctx.Done():
+		return 0, c.ctx.Err()
+	}
+	select {
+	case r := <-c.results:
+		return r.n, r.err
+	case <-c.ctx.Done():
+		return 0, c.ctx.Err()
+	}
+}
+
+func (c *ctxFiller) close() {
+	c.stop()
+	close(c.reqs)
 }
 
 // maxIdleReads bounds consecutive empty reads, as bufio does.

@@ -20,7 +20,7 @@ func Inspect(ctx context.Context, tg Target) (State, error) {
 	if err != nil {
 		return State{}, fmt.Errorf("%s: %w", tg.Disk, err)
 	}
-	return t.stateOf(tg.Disk, p), nil
+	return withRecord(t.stateOf(tg.Disk, p), tg.RecordDir), nil
 }
 
 // update opens the disk for writing, applies change to its table and
@@ -51,7 +51,11 @@ func update(ctx context.Context, tg Target, change func(*Table, pair) (bool, err
 			return State{}, err
 		}
 	}
-	return reread(t, tg.Disk, p)
+	st, err := reread(t, tg.Disk, p)
+	if err != nil {
+		return State{}, err
+	}
+	return withRecord(st, tg.RecordDir), nil
 }
 
 // reread refreshes the pair's partitions from the (possibly changed) table.
@@ -80,13 +84,16 @@ func MarkGood(ctx context.Context, tg Target) (State, error) {
 
 // Rollback makes the other slot boot next: its priority goes above the
 // booted slot's (see nextPriorities); its tries and successful bit stay. It
-// refuses (ErrNoRollbackTarget) when the other slot was never marked good,
-// since booting it could land on a half-written or failed update.
+// refuses (ErrNoRollbackTarget, saying why) unless the other slot is both
+// verified and successful: marked good after a boot, and with no record in
+// tg.RecordDir of a later install into it that did not verify, since
+// booting it could land on a half-written or failed update.
 func Rollback(ctx context.Context, tg Target) (State, error) {
 	return update(ctx, tg, func(t *Table, p pair) (bool, error) {
 		o, b := p.passive, p.booted
-		if !o.Successful() {
-			return false, fmt.Errorf("%w: %s was never marked good", ErrNoRollbackTarget, o.Name)
+		rec, recErr := ReadInstallRecord(tg.RecordDir, o.ID.String())
+		if why := rollbackRefusal(slotOf(o, t.SectorSize), rec, recErr); why != "" {
+			return false, fmt.Errorf("%w: %s is not both verified and marked good: %s", ErrNoRollbackTarget, o.Name, why)
 		}
 		if o.Priority() > b.Priority() {
 			return false, nil

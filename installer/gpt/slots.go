@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/offpeak/offpeak/installer"
 )
 
 // Sentinel errors of the A/B logic.
@@ -17,8 +19,9 @@ var (
 	// passive slot may be the only working fallback; installing over it
 	// needs Force.
 	ErrBootedNotGood = errors.New("booted slot not marked good")
-	// ErrNoRollbackTarget: the other slot never booted successfully.
-	ErrNoRollbackTarget = errors.New("no slot to roll back to")
+	// ErrNoRollbackTarget: the other slot is not both verified and marked
+	// good. It is installer.ErrNoRollbackTarget.
+	ErrNoRollbackTarget = installer.ErrNoRollbackTarget
 )
 
 // Labels of the Flatcar A/B pair.
@@ -38,6 +41,9 @@ type Target struct {
 	Booted string
 	// CmdlinePath is the kernel command line file; "" is /proc/cmdline.
 	CmdlinePath string
+	// RecordDir keeps one InstallRecord per slot, so that status and
+	// rollback can tell why a slot is unbootable; "" keeps none.
+	RecordDir string
 }
 
 // Slot is one side of the A/B pair as shown to users.
@@ -51,6 +57,9 @@ type Slot struct {
 	FirstLBA   uint64 `json:"first_lba"`
 	LastLBA    uint64 `json:"last_lba"`
 	SizeBytes  int64  `json:"size_bytes"`
+	// Unbootable: gptprio will not boot the slot (priority 0, or no tries
+	// left and never marked good).
+	Unbootable bool `json:"unbootable"`
 }
 
 func slotOf(p Partition, sectorSize int) Slot {
@@ -58,7 +67,8 @@ func slotOf(p Partition, sectorSize int) Slot {
 		Index: p.Index, Label: p.Name, PARTUUID: p.ID.String(),
 		Priority: p.Priority(), Tries: p.Tries(), Successful: p.Successful(),
 		FirstLBA: p.FirstLBA, LastLBA: p.LastLBA,
-		SizeBytes: int64(p.Sectors()) * int64(sectorSize),
+		SizeBytes:  int64(p.Sectors()) * int64(sectorSize),
+		Unbootable: !p.Bootable(),
 	}
 }
 
@@ -84,6 +94,12 @@ type State struct {
 	// Next is the label gptprio boots next; empty when nothing is bootable.
 	Next     string   `json:"next"`
 	Problems []string `json:"problems,omitempty"`
+	// PassiveInstall is the record of the last install into the passive
+	// slot, when Target.RecordDir keeps one.
+	PassiveInstall *InstallRecord `json:"passive_install,omitempty"`
+	// PassiveStatus says in words whether the passive slot can boot or be
+	// rolled back to, and why not.
+	PassiveStatus string `json:"passive_status"`
 }
 
 // pair is the resolved A/B pair of a table.
@@ -190,6 +206,52 @@ func (t *Table) stateOf(disk string, p pair) State {
 		st.Next = n.Name
 	}
 	return st
+}
+
+// withRecord adds the passive slot's install record and the words for
+// its state. An unreadable record is a problem, not an error: status must
+// still show the disk.
+func withRecord(st State, dir string) State {
+	rec, err := ReadInstallRecord(dir, st.Passive.PARTUUID)
+	if err != nil {
+		st.Problems = append(st.Problems, err.Error())
+	}
+	st.PassiveInstall = rec
+	st.PassiveStatus = passiveStatus(st.Passive, st.Staged, rec, err)
+	return st
+}
+
+// passiveStatus describes the passive slot for status output.
+func passiveStatus(s Slot, isStaged bool, rec *InstallRecord, recErr error) string {
+	unverified := recErr != nil || (rec != nil && rec.Result != InstallVerified)
+	if isStaged && !unverified {
+		return s.Label + " is staged: a verified install, tried on the next boot"
+	}
+	if why := rollbackRefusal(s, rec, recErr); why != "" {
+		if s.Unbootable {
+			return s.Label + " is unbootable: " + why
+		}
+		return s.Label + " is not a rollback target: " + why
+	}
+	return s.Label + " is good: it booted successfully before and is the rollback target"
+}
+
+// rollbackRefusal says why the passive slot must not be made to boot, or
+// "" when it may: only a slot that is both verified (no record of an
+// install into it that did not verify) and successful (marked good after
+// a boot) is a fallback.
+func rollbackRefusal(s Slot, rec *InstallRecord, recErr error) string {
+	switch {
+	case recErr != nil:
+		return fmt.Sprintf("the record of its last install is unreadable (%v)", recErr)
+	case rec != nil && rec.Result != InstallVerified:
+		return rec.Why() + "; only a verified install makes it bootable again"
+	case !s.Successful && s.Priority == 0 && s.Tries == 0:
+		return "it is marked unbootable (priority 0, tries 0, successful 0) and holds no verified install"
+	case !s.Successful:
+		return "it was never marked good"
+	}
+	return ""
 }
 
 func staged(booted, passive Partition) bool {

@@ -8,6 +8,16 @@
 // good" marker to set. The previous deployment stays in the boot menu as
 // the rollback target either way; greenboot is the tool that adds boot
 // health gating on these systems, and would be the place to hook into.
+//
+// offpeak's rule that a slot whose bytes changed is unbootable until they
+// verified, and that rollback goes only to a verified slot that booted,
+// holds here by construction, so these backends add no check of their
+// own: OSTree never rewrites a deployment in place. Staging checks out a
+// new deployment beside the others from content-addressed (and, where the
+// remote says so, signed) objects and adds its boot entry only once the
+// checkout is complete, so an interrupted stage leaves no bootable
+// half-written deployment; and the rollback deployment is the one booted
+// before, whose files staging does not touch.
 package ostree
 
 import (

@@ -141,9 +141,24 @@ func (b *Backend) MarkGood(ctx context.Context) error {
 }
 
 // Rollback runs RollbackCommand; update_engine itself offers no rollback.
+//
+// update_engine as Flatcar ships it writes the passive USR partition
+// without first marking it unbootable, so while it downloads, verifies or
+// finalizes an update, or holds one staged that never booted, the
+// partition a rollback would boot holds unverified bytes. The command then
+// does not run (installer.ErrNoRollbackTarget); it runs only while
+// update_engine says it is idle. A status that cannot be read refuses too.
 func (b *Backend) Rollback(ctx context.Context) error {
 	if len(b.RollbackCommand) == 0 {
 		return fmt.Errorf("%w: update_engine has no rollback call; configure a rollback command (cgpt prioritize of the passive USR partition) or use the gpt backend", installer.ErrNotSupported)
+	}
+	st, err := b.Client.GetStatus(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: cannot tell whether update_engine is writing the passive partition: %w", installer.ErrNoRollbackTarget, err)
+	}
+	if st.CurrentOperation != OpIdle {
+		return fmt.Errorf("%w: update_engine is in %s, so the passive partition may hold unverified bytes; rollback runs only while update_engine is idle",
+			installer.ErrNoRollbackTarget, st.CurrentOperation)
 	}
 	if _, err := b.runner().Run(ctx, b.RollbackCommand); err != nil {
 		return fmt.Errorf("rollback: %w", err)

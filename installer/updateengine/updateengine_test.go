@@ -353,11 +353,14 @@ func TestMarkGoodAndRollbackCommands(t *testing.T) {
 		{"rollback configured", updateengine.Backend{RollbackCommand: []string{"/opt/bin/usr-rollback"}}, (*updateengine.Backend).Rollback,
 			[][]string{{"/opt/bin/usr-rollback"}}, nil, nil},
 	}
+	d := dbustest.New(t)
+	startEngine(t, d, updateengine.OpIdle, "0.0.0")
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			run := &recRunner{err: tt.runError}
 			b := tt.b
 			b.Runner = run
+			b.Client = updateengine.NewClient(d.Conn(t))
 			err := tt.op(&b, testCtx(t))
 			if tt.wantErr == nil && err != nil || tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
 				t.Fatalf("err = %v, want %v", err, tt.wantErr)
@@ -419,6 +422,52 @@ func FuzzParseEnvFile(f *testing.F) {
 			if k == "" {
 				t.Fatal("empty key")
 			}
+		}
+	})
+}
+
+// TestRollbackRefusedWhileUpdateEngineWritesPassive: update_engine (as
+// Flatcar ships it) does not mark the passive USR partition unbootable
+// before it writes it, so the rollback command must not run while an
+// update is being written or is staged but never booted: the partition it
+// would make boot next holds unverified bytes. Only an idle update_engine
+// lets it run; an unanswered status refuses too.
+func TestRollbackRefusedWhileUpdateEngineWritesPassive(t *testing.T) {
+	d := dbustest.New(t)
+	e := startEngine(t, d, updateengine.OpIdle, "0.0.0")
+	tests := []struct {
+		op      string
+		wantRun bool
+	}{
+		{updateengine.OpDownloading, false},
+		{updateengine.OpVerifying, false},
+		{updateengine.OpFinalizing, false},
+		{updateengine.OpUpdatedNeedReboot, false},
+		{updateengine.OpReportingErrorEvent, false},
+		{updateengine.OpIdle, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.op, func(t *testing.T) {
+			e.set(t, tt.op, "4152.0.0", 0.5)
+			run := &recRunner{}
+			b := &updateengine.Backend{Client: updateengine.NewClient(d.Conn(t)), Runner: run, RollbackCommand: []string{"/opt/bin/usr-rollback"}}
+			err := b.Rollback(testCtx(t))
+			if tt.wantRun {
+				if err != nil || len(run.calls) != 1 {
+					t.Fatalf("Rollback = %v, ran %v", err, run.calls)
+				}
+				return
+			}
+			if !errors.Is(err, installer.ErrNoRollbackTarget) || len(run.calls) != 0 {
+				t.Fatalf("Rollback = %v, ran %v; want a refusal and nothing run", err, run.calls)
+			}
+		})
+	}
+	t.Run("no answer", func(t *testing.T) {
+		run := &recRunner{}
+		b := &updateengine.Backend{Client: updateengine.NewClient(dbustest.New(t).Conn(t)), Runner: run, RollbackCommand: []string{"/opt/bin/usr-rollback"}}
+		if err := b.Rollback(testCtx(t)); !errors.Is(err, installer.ErrNoRollbackTarget) || len(run.calls) != 0 {
+			t.Fatalf("Rollback = %v, ran %v", err, run.calls)
 		}
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/signal"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/offpeak/offpeak/installer/gpt"
 	"github.com/offpeak/offpeak/internal/printable"
 	"github.com/offpeak/offpeak/internal/state"
 	"github.com/offpeak/offpeak/scheduler"
@@ -224,59 +226,112 @@ func printResult(a *App, r scheduler.Result) {
 	tw.Flush()
 }
 
-// statusJSON is `offpeak status --output json`.
+// statusJSON is `offpeak status --output json`. Result is nil when no
+// agent has decided anything yet but a failed install is to be reported.
 type statusJSON struct {
-	scheduler.Result
+	*scheduler.Result
 	StateFile     string      `json:"state_file"`
 	SlotSince     *time.Time  `json:"slot_acquired_at,omitempty"`
 	RebootError   string      `json:"reboot_error,omitempty"`
 	FailureReason string      `json:"failure_reason,omitempty"`
 	Reboots       []time.Time `json:"recent_reboots,omitempty"`
 	ReloadRefused string      `json:"reload_refused,omitempty"`
+	// InstallFailures are the A/B slots whose last `offpeak install` did
+	// not verify: they stay unbootable until an install verifies.
+	InstallFailures []gpt.InstallRecord `json:"install_failures,omitempty"`
+	InstallProblems []string            `json:"install_record_problems,omitempty"`
 }
 
 func newStatusCmd(a *App) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show what the agent decided last and why",
+		Short: "Show what the agent decided last and why, and slots a failed install left unbootable",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := CheckOutput(output, "text", "json"); err != nil {
 				return err
 			}
+			var out statusJSON
+			out.InstallFailures, out.InstallProblems = a.installFailures()
+			installs := len(out.InstallFailures)+len(out.InstallProblems) > 0
 			st, path, err := a.readState()
-			if err != nil {
+			if err == nil && st.Last == nil {
+				err = noDecision(path + " has no decision yet")
+			}
+			// Without a decision the install failures are still worth
+			// showing; a state that cannot be read stays an error.
+			var none noDecision
+			if err != nil && (!installs || !errors.As(err, &none)) {
+				if installs && output == "text" {
+					printInstallFailures(a.Stdout, out)
+				}
 				return err
 			}
-			if st.Last == nil {
-				return fmt.Errorf("%s has no decision yet", path)
-			}
-			out := statusJSON{Result: *st.Last, StateFile: path, RebootError: st.RebootError, FailureReason: st.FailureReason, Reboots: st.Reboots,
-				ReloadRefused: st.ReloadRefused}
-			if !st.SlotAcquiredAt.IsZero() {
-				s := st.SlotAcquiredAt
-				out.SlotSince = &s
+			if err == nil {
+				out.Result, out.StateFile = st.Last, path
+				out.RebootError, out.FailureReason, out.Reboots = st.RebootError, st.FailureReason, st.Reboots
+				out.ReloadRefused = st.ReloadRefused
+				if !st.SlotAcquiredAt.IsZero() {
+					s := st.SlotAcquiredAt
+					out.SlotSince = &s
+				}
 			}
 			if output == "json" {
 				return WriteJSON(a.Stdout, out)
 			}
-			fmt.Fprintf(a.Stdout, "as of %s (%s)\n", st.Last.Time.Format(time.RFC3339), path)
-			printResult(a, *st.Last)
-			if out.SlotSince != nil {
-				fmt.Fprintf(a.Stdout, "slot held since: %s\n", out.SlotSince.Format(time.RFC3339))
+			if err != nil {
+				fmt.Fprintf(a.Stdout, "agent: no decision yet (%v)\n", err)
+			} else {
+				fmt.Fprintf(a.Stdout, "as of %s (%s)\n", st.Last.Time.Format(time.RFC3339), path)
+				printResult(a, *st.Last)
+				if out.SlotSince != nil {
+					fmt.Fprintf(a.Stdout, "slot held since: %s\n", out.SlotSince.Format(time.RFC3339))
+				}
+				if st.RebootError != "" {
+					fmt.Fprintf(a.Stdout, "last reboot error: %s\n", printable.String(st.RebootError))
+				}
+				if st.ReloadRefused != "" {
+					fmt.Fprintf(a.Stdout, "%s (at %s)\n", printable.String(st.ReloadRefused), st.ReloadRefusedAt.Format(time.RFC3339))
+				}
 			}
-			if st.RebootError != "" {
-				fmt.Fprintf(a.Stdout, "last reboot error: %s\n", printable.String(st.RebootError))
-			}
-			if st.ReloadRefused != "" {
-				fmt.Fprintf(a.Stdout, "%s (at %s)\n", printable.String(st.ReloadRefused), st.ReloadRefusedAt.Format(time.RFC3339))
-			}
+			printInstallFailures(a.Stdout, out)
 			return nil
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
 	return cmd
+}
+
+func printInstallFailures(w io.Writer, out statusJSON) {
+	for _, r := range out.InstallFailures {
+		fmt.Fprintf(w, "install: %s is unbootable: %s (disk %s, PARTUUID %s)\n",
+			printable.String(r.Slot), printable.String(r.Why()), printable.String(r.Disk), printable.String(r.PARTUUID))
+	}
+	for _, p := range out.InstallProblems {
+		fmt.Fprintf(w, "install: %s\n", printable.String(p))
+	}
+}
+
+// noDecision: no agent has run here yet, or it has decided nothing yet.
+type noDecision string
+
+func (e noDecision) Error() string { return string(e) }
+
+// installFailures returns the records of installs that did not verify.
+func (a *App) installFailures() ([]gpt.InstallRecord, []string) {
+	recs, errs := gpt.InstallRecords(a.Layout().InstallRecordDir())
+	var failed []gpt.InstallRecord
+	for _, r := range recs {
+		if r.Result != gpt.InstallVerified {
+			failed = append(failed, r)
+		}
+	}
+	var problems []string
+	for _, e := range errs {
+		problems = append(problems, e.Error())
+	}
+	return failed, problems
 }
 
 // readState reads the agent's state, or the dry-run state when no real
@@ -293,5 +348,5 @@ func (a *App) readState() (scheduler.State, string, error) {
 			return st, p, err
 		}
 	}
-	return st, "", fmt.Errorf("no agent state in %s: the agent has not run yet", a.Layout().StateDir())
+	return st, "", noDecision(fmt.Sprintf("no agent state in %s: the agent has not run yet", a.Layout().StateDir()))
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -30,7 +31,11 @@ func TestMain(m *testing.M) {
 		case "record":
 			app.Rebooter = &recordingRebooter{}
 		}
-		os.Exit(app.Run(context.Background(), os.Args[1:]))
+		// As cmd/offpeak's main: SIGINT and SIGTERM cancel the command.
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := app.Run(ctx, os.Args[1:])
+		stop()
+		os.Exit(code)
 	}
 	os.Setenv(envExec, "1")
 	os.Exit(m.Run())

@@ -17,7 +17,7 @@ type installFlags struct {
 }
 
 func (f *installFlags) target(a *App) gpt.Target {
-	return gpt.Target{Disk: f.disk, Booted: f.booted, CmdlinePath: a.Layout().Join(gpt.DefaultCmdline)}
+	return gpt.Target{Disk: f.disk, Booted: f.booted, CmdlinePath: a.Layout().Join(gpt.DefaultCmdline), RecordDir: a.Layout().InstallRecordDir()}
 }
 
 func (f *installFlags) check() error {
@@ -43,6 +43,11 @@ func newInstallCmd(a *App) *cobra.Command {
 is not booted, hashing it on the way, verifies the SHA-256 and/or the ed25519
 signature, and only then sets the gptprio attributes as cgpt would: the
 passive slot gets priority booted+1, tries 1, successful 0. Nothing reboots.
+
+Before the first byte is written the passive slot is marked unbootable
+(priority 0, tries 0, successful 0); a failed or interrupted install leaves
+it so, and only a verified install makes it bootable again. The outcome is
+kept below the state directory for 'install status' and 'offpeak status'.
 
 The signature covers the image's SHA-256 as 64 lower-case hex characters
 (no newline); the public key is raw 32 bytes, base64, or PEM.
@@ -101,7 +106,7 @@ verity.usr=/usr= PARTUUID=… or PARTLABEL=… on /proc/cmdline.`,
 	cmd.AddCommand(
 		newInstallStateCmd(a, &f, "status", "Show the A/B slots and whether an update is staged", gpt.Inspect),
 		newInstallStateCmd(a, &f, "mark-good", "Mark the booted slot good (successful=1, tries=0)", gpt.MarkGood),
-		newInstallStateCmd(a, &f, "rollback", "Make the other slot, if it ever booted good, boot next", gpt.Rollback),
+		newInstallStateCmd(a, &f, "rollback", "Make the other slot boot next, if it is verified and marked good", gpt.Rollback),
 		newInstallRepairCmd(a, &f),
 	)
 	return cmd
@@ -163,6 +168,7 @@ func printState(w io.Writer, st gpt.State) {
 	fmt.Fprintf(w, "disk:     %s\n", st.Disk)
 	fmt.Fprintf(w, "booted:   %s  %s\n", st.Booted, st.Booted.PARTUUID)
 	fmt.Fprintf(w, "passive:  %s  %s\n", st.Passive, st.Passive.PARTUUID)
+	fmt.Fprintf(w, "          %s\n", st.PassiveStatus)
 	staged := "no"
 	if st.Staged {
 		staged = "yes (" + st.Passive.Label + " is tried on the next boot)"

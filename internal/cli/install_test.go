@@ -82,13 +82,13 @@ func TestInstallCommands(t *testing.T) {
 		{[]string{"install", "status", "--disk", disk, "--root", dir}, "booted slot unknown"},
 		{[]string{"install", "rollback", "--disk", disk, "--booted", "USR-A"}, "no slot to roll back to"},
 	} {
-		_, errOut, code := run(t, &App{}, tc.args...)
+		_, errOut, code := run(t, &App{Root: t.TempDir()}, tc.args...)
 		if code == 0 || !strings.Contains(errOut, tc.want) {
 			t.Errorf("%v: exit %d, stderr %q; want an error with %q", tc.args, code, errOut, tc.want)
 		}
 	}
 
-	out, errOut, code := run(t, &App{}, "install", "--disk", disk, "--image", imgPath, "--sha256", sum,
+	out, errOut, code := run(t, &App{Root: t.TempDir()}, "install", "--disk", disk, "--image", imgPath, "--sha256", sum,
 		"--sig", sigPath, "--pubkey", pubPath, "--booted", "USR-A", "--output", "json")
 	if code != 0 {
 		t.Fatalf("install: exit %d: %s", code, errOut)
@@ -133,11 +133,11 @@ func TestInstallCommands(t *testing.T) {
 	}
 	f.WriteAt([]byte{0xff}, 512+16)
 	f.Close()
-	out, _, code = run(t, &App{}, "install", "repair", "--disk", disk)
+	out, _, code = run(t, &App{Root: t.TempDir()}, "install", "repair", "--disk", disk)
 	if code != 0 || !strings.Contains(out, "repaired: primary GPT unusable") {
 		t.Fatalf("repair: exit %d\n%s", code, out)
 	}
-	out, _, code = run(t, &App{}, "install", "repair", "--disk", disk)
+	out, _, code = run(t, &App{Root: t.TempDir()}, "install", "repair", "--disk", disk)
 	if code != 0 || !strings.Contains(out, "nothing to repair") {
 		t.Fatalf("second repair: exit %d\n%s", code, out)
 	}
@@ -147,7 +147,7 @@ func TestInstallFromStdin(t *testing.T) {
 	disk := installTestDisk(t)
 	data := bytes.Repeat([]byte{7}, 1<<20)
 	var out, errOut bytes.Buffer
-	app := &App{Stdin: bytes.NewReader(data), Stdout: &out, Stderr: &errOut}
+	app := &App{Stdin: bytes.NewReader(data), Stdout: &out, Stderr: &errOut, Root: t.TempDir()}
 	code := app.Run(context.Background(), []string{"install", "--disk", disk, "--image", "-", "--booted", "USR-A"})
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut.String())
