@@ -32,6 +32,13 @@ func TestThirdPartyCheckBlocksReboot(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building the example plugin: %v\n%s", err, out)
 	}
+	// Plugin discovery refuses group-writable files and directories; a
+	// umask such as 002 would make them so.
+	for _, p := range []string{pluginDir, bin} {
+		if err := os.Chmod(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	m := pluginhost.New(pluginhost.Options{Dirs: []string{pluginDir}})
 	t.Cleanup(func() { m.Close() })

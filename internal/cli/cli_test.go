@@ -23,6 +23,9 @@ import (
 const envExec = "OFFPEAK_CLI_TEST_EXEC"
 
 func TestMain(m *testing.M) {
+	// Policies and plugins the tests write must not be group-writable
+	// (offpeak refuses those) whatever the caller's umask.
+	syscall.Umask(0o022)
 	if os.Getenv(envExec) == "1" {
 		app := &App{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Now: time.Now, Exe: os.Args[0]}
 		switch os.Getenv("OFFPEAK_CLI_TEST_REBOOTER") {

@@ -173,6 +173,9 @@ func writePluginTable(a *App, infos []pluginhost.PluginInfo) error {
 		if p.Pinned {
 			source += ",pinned"
 		}
+		if p.Refused {
+			source += ",refused"
+		}
 		answered := "yes"
 		if !p.Answered {
 			answered = "no"

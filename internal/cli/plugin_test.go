@@ -86,3 +86,47 @@ func TestPluginsList(t *testing.T) {
 		t.Fatalf("text: exit %d\n%s\n%s", code, stdout, stderr)
 	}
 }
+
+// TestUnsafePluginAndPolicyRefused: a world-writable plugin in a
+// world-writable plugin directory is neither run by `plugins list` nor by
+// the agent's pass, and a world-writable policy is not loaded; each
+// refusal names the path and its mode.
+func TestUnsafePluginAndPolicyRefused(t *testing.T) {
+	root := t.TempDir()
+	marker := filepath.Join(t.TempDir(), "ran")
+	dir := filepath.Join(root, "etc/offpeak/plugins")
+	evil := filepath.Join(dir, "offpeak-plugin-evil")
+	writeFile(t, evil, "#!/bin/sh\necho ran >> "+marker+"\nexit 1\n")
+	for _, p := range []string{dir, evil} {
+		if err := os.Chmod(p, 0o777); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(root, "etc/machine-id"), "node-a\n")
+	touch(t, filepath.Join(root, "run/reboot-required"))
+	pol := writeFile(t, filepath.Join(root, "etc/offpeak/policy.toml"),
+		"strategy = \"reboot\"\n[[health]]\nname = \"evil\"\nplugin = \"evil\"\nphase = \"pre-reboot\"\n")
+	ran := func() bool { _, err := os.Stat(marker); return err == nil }
+
+	out, errOut, code := run(t, &App{Root: root}, "plugins", "list")
+	if code != 0 || !strings.Contains(out, "installed,refused") || !strings.Contains(out, dir+" is writable by group or others (mode 0777 drwxrwxrwx") {
+		t.Errorf("plugins list: exit %d\n%s%s", code, out, errOut)
+	}
+	out, errOut, code = run(t, &App{Root: root, Rebooter: &recordingRebooter{}}, "check", "--dry-run", "-o", "json")
+	if code != 0 || !strings.Contains(out, `"decision": "wait-health"`) || !strings.Contains(out, "unsafe permissions") {
+		t.Errorf("check: exit %d\n%s%s", code, out, errOut)
+	}
+	if ran() {
+		t.Fatal("the world-writable plugin was executed")
+	}
+
+	if err := os.Chmod(pol, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"policy", "validate"}, {"check", "--dry-run"}, {"policy", "show"}} {
+		_, errOut, code := run(t, &App{Root: root}, args...)
+		if code == 0 || !strings.Contains(errOut, pol+" is writable by group or others (mode 0666 -rw-rw-rw-") {
+			t.Errorf("%v with a world-writable policy: exit %d, stderr %q", args, code, errOut)
+		}
+	}
+}

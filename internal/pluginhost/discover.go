@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/offpeak/offpeak/internal/safepath"
 )
 
 // BinaryPrefix is how an installed plugin's file name starts: the plugin
@@ -25,20 +27,40 @@ type installed struct {
 	shadowed []string
 }
 
-// discover scans dirs in order; a later dir's binary replaces an earlier
-// one of the same name. Missing dirs are fine. Files that are not
-// executable regular files (after following symlinks) are skipped.
-func discover(dirs []string) (map[string]*installed, []error) {
-	found := map[string]*installed{}
-	var problems []error
+// refusal is a plugin file offpeak will not run: it, its directory or a
+// directory above could be changed by someone other than root (or the
+// user running offpeak).
+type refusal struct {
+	path string
+	err  error
+}
+
+// discovery is what discover found.
+type discovery struct {
+	found   map[string]*installed
+	refused map[string]refusal
+	// problems are directories or files that could not be read.
+	problems []error
+}
+
+// discover scans dirs in order; a later dir's binary (or refusal) replaces
+// an earlier one of the same name. Missing dirs are fine. Files that are
+// not executable regular files (after following symlinks) are skipped.
+// Executables are refused unless safepath.Check passes for them (which
+// covers their directory and every directory above), as sshd's StrictModes
+// does for its keys: a plugin runs as root.
+func discover(dirs []string) discovery {
+	d := discovery{found: map[string]*installed{}, refused: map[string]refusal{}}
 	for _, dir := range dirs {
 		entries, err := os.ReadDir(dir)
 		if err != nil {
 			if !errors.Is(err, fs.ErrNotExist) {
-				problems = append(problems, fmt.Errorf("plugin dir %s: %w", dir, err))
+				d.problems = append(d.problems, fmt.Errorf("plugin dir %s: %w", dir, err))
 			}
 			continue
 		}
+		dirErr := safepath.Check(dir)
+		candidates := 0
 		for _, e := range entries {
 			name, ok := strings.CutPrefix(e.Name(), BinaryPrefix)
 			if !ok || name == "" {
@@ -47,20 +69,34 @@ func discover(dirs []string) (map[string]*installed, []error) {
 			path := filepath.Join(dir, e.Name())
 			st, err := os.Stat(path)
 			if err != nil {
-				problems = append(problems, fmt.Errorf("plugin %s: %w", path, err))
+				d.problems = append(d.problems, fmt.Errorf("plugin %s: %w", path, err))
 				continue
 			}
 			if !st.Mode().IsRegular() || st.Mode().Perm()&0o111 == 0 {
 				continue
 			}
+			candidates++
+			err = dirErr
+			if err == nil {
+				err = safepath.Check(path)
+			}
+			if err != nil {
+				delete(d.found, name)
+				d.refused[name] = refusal{path: path, err: fmt.Errorf("plugin %s refused: %w", path, err)}
+				continue
+			}
+			delete(d.refused, name)
 			in := &installed{name: name, path: path}
-			if prev, ok := found[name]; ok {
+			if prev, ok := d.found[name]; ok {
 				in.shadowed = append(prev.shadowed, prev.path)
 			}
-			found[name] = in
+			d.found[name] = in
+		}
+		if dirErr != nil && candidates == 0 {
+			d.problems = append(d.problems, fmt.Errorf("plugin dir %s refused: %w", dir, dirErr))
 		}
 	}
-	return found, problems
+	return d
 }
 
 func sortedNames[V any](m map[string]V) []string {

@@ -3,6 +3,7 @@ package pluginhost
 import (
 	"errors"
 
+	"github.com/offpeak/offpeak/internal/safepath"
 	"github.com/offpeak/offpeak/plugins"
 )
 
@@ -28,4 +29,8 @@ var (
 	ErrNotFound = errors.New("no such plugin")
 	// ErrClosed: the Manager was closed.
 	ErrClosed = errors.New("plugin manager closed")
+	// ErrUnsafe: the plugin file, its directory or a directory above could
+	// be changed by someone other than root (or the user running offpeak),
+	// so it is not run. It is safepath.ErrUnsafe.
+	ErrUnsafe = safepath.ErrUnsafe
 )

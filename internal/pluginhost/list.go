@@ -25,6 +25,9 @@ type PluginInfo struct {
 	// ShadowedBy is set for an installed binary that is not used because a
 	// built-in or a binary in a later dir has the same name.
 	ShadowedBy string `json:"shadowed_by,omitempty"`
+	// Refused: the binary was not run because someone other than root
+	// could change it or a directory above it; Error says which and how.
+	Refused bool `json:"refused,omitempty"`
 }
 
 // List starts every built-in and installed plugin in turn, asks it to
@@ -59,9 +62,9 @@ func (m *Manager) List(ctx context.Context) ([]PluginInfo, error) {
 		}
 		out = append(out, pi)
 	}
-	found, problems := discover(m.opts.Dirs)
-	for _, name := range sortedNames(found) {
-		in := found[name]
+	d := discover(m.opts.Dirs)
+	for _, name := range sortedNames(d.found) {
+		in := d.found[name]
 		for _, path := range in.shadowed {
 			sum, _ := fileSHA256(path)
 			out = append(out, PluginInfo{Name: name, Kinds: []plugins.Kind{}, Path: path, SHA256: sum, ShadowedBy: in.path})
@@ -90,7 +93,11 @@ func (m *Manager) List(ctx context.Context) ([]PluginInfo, error) {
 		}
 		out = append(out, pi)
 	}
-	for _, p := range problems {
+	for _, name := range sortedNames(d.refused) {
+		r := d.refused[name]
+		out = append(out, PluginInfo{Name: name, Path: r.path, Kinds: []plugins.Kind{}, Refused: true, Error: r.err.Error()})
+	}
+	for _, p := range d.problems {
 		out = append(out, PluginInfo{Kinds: []plugins.Kind{}, Error: p.Error()})
 	}
 	return out, ctx.Err()

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -37,6 +38,9 @@ func TestMain(m *testing.M) {
 }
 
 func buildAndRun(m *testing.M) int {
+	// Plugin files and directories must not be group-writable (discovery
+	// refuses those) whatever the caller's umask.
+	syscall.Umask(0o022)
 	tmp, err := os.MkdirTemp("", "pluginhost-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

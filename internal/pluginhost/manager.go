@@ -24,6 +24,7 @@ import (
 
 	"github.com/hashicorp/go-plugin"
 
+	"github.com/offpeak/offpeak/internal/safepath"
 	"github.com/offpeak/offpeak/plugins"
 )
 
@@ -146,18 +147,24 @@ func (m *Manager) resolve(kind plugins.Kind, name string) (target, error) {
 		}
 		return target{name: name, path: m.opts.Exe, args: []string{"plugin", "serve", string(kind), name}, builtin: true, pin: pin}, nil
 	}
-	found, problems := discover(m.opts.Dirs)
-	for _, p := range problems {
+	d := discover(m.opts.Dirs)
+	for _, p := range d.problems {
 		m.log.Warn("plugin discovery", "error", p)
 	}
-	if in, ok := found[name]; ok {
+	for _, r := range d.refused {
+		m.log.Warn("plugin discovery", "error", r.err)
+	}
+	if in, ok := d.found[name]; ok {
 		return target{name: name, path: in.path, pin: pin}, nil
+	}
+	if r, ok := d.refused[name]; ok {
+		return target{}, fmt.Errorf("%s %w", kind, r.err)
 	}
 	builtins := slices.Clone(m.opts.Builtins[kind])
 	sort.Strings(builtins)
 	return target{}, fmt.Errorf("%w: no %s plugin named %q (built-in %ss: %s; installed in %s: %s)",
 		ErrNotFound, kind, name, kind, listOrNone(builtins),
-		strings.Join(m.opts.Dirs, ", "), listOrNone(sortedNames(found)))
+		strings.Join(m.opts.Dirs, ", "), listOrNone(sortedNames(d.found)))
 }
 
 func listOrNone(s []string) string {
@@ -296,6 +303,12 @@ func (p *proc) stop(hard bool) {
 func (m *Manager) startProc(ctx context.Context, tgt target, kind plugins.Kind) (*proc, error) {
 	if m.isClosed() {
 		return nil, ErrClosed
+	}
+	if !tgt.builtin {
+		// Again at every start: the file may have changed since discovery.
+		if err := safepath.Check(tgt.path); err != nil {
+			return nil, fmt.Errorf("plugin %s refused: %w", tgt.path, err)
+		}
 	}
 	cmd := exec.Command(tgt.path, tgt.args...)
 	cmd.Env = append(os.Environ(), m.opts.Env...)

@@ -5,11 +5,17 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/offpeak/offpeak/internal/safepath"
 )
 
 // ErrInvalid is wrapped by every policy error, so callers can tell a bad
 // policy from an unreadable file.
 var ErrInvalid = errors.New("invalid policy")
+
+// ErrUnsafe: a policy file or drop-in directory could be changed by someone
+// other than root (or the user running offpeak). It is safepath.ErrUnsafe.
+var ErrUnsafe = safepath.ErrUnsafe
 
 // FieldError is one problem with one key.
 type FieldError struct {

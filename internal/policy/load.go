@@ -16,6 +16,7 @@ import (
 
 	"github.com/offpeak/offpeak/internal/cronspec"
 	"github.com/offpeak/offpeak/internal/paths"
+	"github.com/offpeak/offpeak/internal/safepath"
 )
 
 // Options controls Load.
@@ -78,6 +79,11 @@ func Files(l paths.Layout) ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("policy: %w", err)
 		}
+		// Refused even when empty: whoever can add a file here can add
+		// commands that run as root.
+		if err := safepath.Check(step.path); err != nil {
+			return nil, fmt.Errorf("policy: drop-in directory %s refused: %w", step.path, err)
+		}
 		var names []string
 		for _, e := range ents {
 			if !e.IsDir() && strings.HasSuffix(e.Name(), ".toml") && !strings.HasPrefix(e.Name(), ".") {
@@ -94,7 +100,9 @@ func Files(l paths.Layout) ([]string, error) {
 
 // Load reads, merges and validates the policy. With no file anywhere the
 // built-in default applies. Every problem of every file is reported at once
-// as Errors.
+// as Errors. A policy file or drop-in directory that someone other than
+// root (or the user running offpeak) could change is refused (ErrUnsafe;
+// see safepath): a policy names commands that run as root.
 func Load(opts Options) (*Policy, error) {
 	files := []string{opts.Path}
 	if opts.Path == "" {
@@ -105,6 +113,9 @@ func Load(opts Options) (*Policy, error) {
 	}
 	srcs := make([]fileSrc, 0, len(files))
 	for _, f := range files {
+		if err := safepath.Check(f); err != nil {
+			return nil, fmt.Errorf("policy: %s refused: %w", f, err)
+		}
 		b, err := os.ReadFile(f)
 		if err != nil {
 			return nil, fmt.Errorf("policy: %w", err)
