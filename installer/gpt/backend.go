@@ -27,6 +27,10 @@ type Config struct {
 	PubKey string `json:"pubkey,omitempty"`
 }
 
+// SecretKeys: the gpt backend has no secret settings (sig and pubkey are
+// paths to public material).
+func (Config) SecretKeys() []string { return nil }
+
 // ErrNoImage: Stage was called but no image is configured.
 var ErrNoImage = errors.New("no image configured")
 

@@ -25,6 +25,9 @@ type Config struct {
 	Paths []string `json:"paths"`
 }
 
+// SecretKeys: the sentinel backend has no secret settings.
+func (Config) SecretKeys() []string { return nil }
+
 // Backend reports a reboot as staged while a sentinel file exists.
 type Backend struct {
 	Paths []string

@@ -9,6 +9,7 @@ import (
 	"github.com/offpeak/offpeak/internal/builtin"
 	"github.com/offpeak/offpeak/internal/installers"
 	"github.com/offpeak/offpeak/internal/policy"
+	"github.com/offpeak/offpeak/internal/redact"
 )
 
 // policyOptions returns the options Load needs, including the config schemas
@@ -35,6 +36,13 @@ func (a *App) policyOptions(path string) policy.Options {
 			return nil
 		},
 	}
+}
+
+// secretKeys returns the keys a built-in plugin's config schema declares
+// secret (nil for a third-party plugin, whose settings are redacted by
+// name and shape only).
+func (a *App) secretKeys(kind, name string) []string {
+	return redact.KeysOf(a.policyOptions("").PluginConfig(kind, name))
 }
 
 // LoadPolicy loads the policy named by --policy, or the search order.

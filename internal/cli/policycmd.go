@@ -53,13 +53,7 @@ func newPolicyCmd(a *App) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			redacted := *p
-			if len(p.Notify.Headers) > 0 {
-				redacted.Notify.Headers = map[string]string{}
-				for k := range p.Notify.Headers {
-					redacted.Notify.Headers[k] = "(redacted)"
-				}
-			}
+			redacted := p.Redacted(a.secretKeys)
 			if output == "json" {
 				return WriteJSON(a.Stdout, redacted)
 			}

@@ -15,6 +15,7 @@ import (
 	"github.com/offpeak/offpeak/installer"
 	"github.com/offpeak/offpeak/internal/paths"
 	"github.com/offpeak/offpeak/internal/policy"
+	"github.com/offpeak/offpeak/internal/redact"
 	"github.com/offpeak/offpeak/scheduler"
 )
 
@@ -119,7 +120,8 @@ func runCommand(ctx context.Context, s policy.Detect) (scheduler.Staged, string)
 	cmd := exec.CommandContext(c, s.Argv[0], s.Argv[1:]...)
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
 	err := cmd.Run()
-	name := strings.Join(s.Argv, " ")
+	// The command line goes into status and logs: hide credentials in it.
+	name := redact.String(strings.Join(s.Argv, " "))
 	if c.Err() != nil {
 		return scheduler.StagedUnknown, fmt.Sprintf("%s: timed out after %s", name, timeout)
 	}

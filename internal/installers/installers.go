@@ -27,8 +27,15 @@ type UpdateEngineConfig struct {
 	RollbackCommand []string `json:"rollback_command"`
 }
 
+// SecretKeys: the commands are argv lists; credentials inside them are
+// hidden where recognisable (URLs, --key=value).
+func (UpdateEngineConfig) SecretKeys() []string { return nil }
+
 // NoConfig is the config of backends without settings.
 type NoConfig struct{}
+
+// SecretKeys: nothing to hide.
+func (NoConfig) SecretKeys() []string { return nil }
 
 // Config returns a pointer to the zero config of a backend, for policy
 // validation, or nil for an unknown backend.

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/offpeak/offpeak/internal/paths"
+	"github.com/offpeak/offpeak/internal/policy"
+	"github.com/offpeak/offpeak/internal/redact"
 )
 
 func TestNew(t *testing.T) {
@@ -53,5 +55,20 @@ func TestNew(t *testing.T) {
 	}
 	if Config("floppy") != nil {
 		t.Fatal("schema for an unknown backend")
+	}
+}
+
+// TestEveryBackendDeclaresItsSecrets: each installer backend's schema lists
+// the config keys `policy show` must hide.
+func TestEveryBackendDeclaresItsSecrets(t *testing.T) {
+	for _, backend := range policy.Backends {
+		schema := Config(backend)
+		if schema == nil {
+			t.Errorf("%s: no config schema", backend)
+			continue
+		}
+		for _, p := range redact.SchemaProblems(schema) {
+			t.Errorf("%s: %s", backend, p)
+		}
 	}
 }

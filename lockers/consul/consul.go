@@ -25,12 +25,14 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/offpeak/offpeak/internal/redact"
 	"github.com/offpeak/offpeak/lockers/etcd/semaphore"
 	"github.com/offpeak/offpeak/plugins"
 )
@@ -63,6 +65,9 @@ type Config struct {
 	InsecureSkipVerify bool             `json:"insecure_skip_verify"`
 	RequestTimeout     plugins.Duration `json:"request_timeout"`
 }
+
+// SecretKeys lists the settings `policy show` must not print.
+func (Config) SecretKeys() []string { return []string{"token"} }
 
 // Locker implements plugins.Locker on Consul KV.
 type Locker struct {
@@ -107,8 +112,10 @@ func (l *Locker) Configure(_ context.Context, raw json.RawMessage) error {
 	if cfg.Scheme != "http" && cfg.Scheme != "https" {
 		return fmt.Errorf("%w: consul scheme %q must be http or https", plugins.ErrInvalidArgument, cfg.Scheme)
 	}
-	if _, _, err := net.SplitHostPort(cfg.Address); err != nil {
-		return fmt.Errorf("%w: consul address %q must be host:port", plugins.ErrInvalidArgument, cfg.Address)
+	// A port that is not a number (user:pass@host parses as host "user",
+	// port "pass@host") would end up in request URLs and their errors.
+	if host, port, err := net.SplitHostPort(cfg.Address); err != nil || host == "" || strings.ContainsAny(host, "@/") || !validPort(port) {
+		return fmt.Errorf("%w: consul address %q must be host:port", plugins.ErrInvalidArgument, redact.String(cfg.Address))
 	}
 	if cfg.Scheme == "http" && (cfg.CAFile != "" || cfg.CertFile != "" || cfg.KeyFile != "") {
 		return fmt.Errorf("%w: consul TLS files given but scheme is http", plugins.ErrInvalidArgument)
@@ -160,7 +167,7 @@ func (l *Locker) Configure(_ context.Context, raw json.RawMessage) error {
 	l.mu.Lock()
 	l.cli, l.prefix, l.timeout = cli, cfg.Prefix, cfg.RequestTimeout.D()
 	l.mu.Unlock()
-	l.log.Debug("consul locker configured", "address", cfg.Address, "scheme", cfg.Scheme,
+	l.log.Debug("consul locker configured", "address", redact.String(cfg.Address), "scheme", cfg.Scheme,
 		"prefix", cfg.Prefix, "client_cert", cfg.CertFile != "", "token", cfg.Token != "")
 	return nil
 }
@@ -366,4 +373,9 @@ func wrapErr(ctx context.Context, op string, err error) error {
 		return fmt.Errorf("consul: %s: %w: %w", op, plugins.ErrUnavailable, err)
 	}
 	return fmt.Errorf("consul: %s: %w", op, err)
+}
+
+func validPort(p string) bool {
+	n, err := strconv.ParseUint(p, 10, 16)
+	return err == nil && n > 0
 }

@@ -32,6 +32,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/offpeak/offpeak/internal/redact"
 	"github.com/offpeak/offpeak/lockers/etcd/semaphore"
 	"github.com/offpeak/offpeak/plugins"
 )
@@ -60,6 +61,9 @@ type Config struct {
 	InsecureSkipVerify bool   `json:"insecure_skip_verify"`
 	ServerName         string `json:"server_name"`
 }
+
+// SecretKeys lists the settings `policy show` must not print.
+func (Config) SecretKeys() []string { return []string{"password"} }
 
 // Locker implements plugins.Locker on etcd v3.
 type Locker struct {
@@ -144,8 +148,9 @@ func (l *Locker) Configure(ctx context.Context, raw json.RawMessage) error {
 	if old != nil {
 		_ = old.Close()
 	}
-	// The password is deliberately not logged.
-	l.log.Debug("etcd locker configured", "endpoints", cfg.Endpoints, "prefix", cfg.Prefix,
+	// The password, and credentials inside endpoint URLs, are deliberately
+	// not logged.
+	l.log.Debug("etcd locker configured", "endpoints", redact.Value(cfg.Endpoints, false), "prefix", cfg.Prefix,
 		"tls", tlsCfg != nil, "client_cert", cfg.CertFile != "", "auth", cfg.Username != "")
 	return nil
 }

@@ -32,6 +32,9 @@ type Config struct {
 	PollInterval plugins.Duration `json:"poll_interval"`
 }
 
+// SecretKeys: the file locker has no secret settings.
+func (Config) SecretKeys() []string { return nil }
+
 // semaphore is the on-disk record. total_slots and holders mirror the
 // airlock etcd layout so every backend reads the same way.
 type semaphore struct {

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/offpeak/offpeak/internal/redact"
 	"github.com/offpeak/offpeak/internal/tlsutil"
 	"github.com/offpeak/offpeak/plugins"
 )
@@ -61,6 +62,10 @@ type Config struct {
 	// 5xx) is retried, with capped, jittered exponential backoff.
 	MaxRetries *int `json:"max_retries"`
 }
+
+// SecretKeys lists the settings `policy show` must not print (user info
+// and query values of url are hidden as in every URL).
+func (Config) SecretKeys() []string { return []string{"token"} }
 
 // Locker is a FleetLock client implementing plugins.Locker.
 type Locker struct {
@@ -108,7 +113,7 @@ func (l *Locker) Configure(_ context.Context, raw json.RawMessage) error {
 	}
 	base, err := url.Parse(cfg.URL)
 	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
-		return fmt.Errorf("%w: fleetlock url %q must be an absolute http(s) URL", plugins.ErrInvalidArgument, cfg.URL)
+		return fmt.Errorf("%w: fleetlock url %q must be an absolute http(s) URL", plugins.ErrInvalidArgument, redact.String(cfg.URL))
 	}
 	base.Path = strings.TrimSuffix(base.Path, "/")
 	base.RawQuery, base.Fragment = "", ""
@@ -117,7 +122,7 @@ func (l *Locker) Configure(_ context.Context, raw json.RawMessage) error {
 		return err
 	}
 	if tc != nil && base.Scheme != "https" {
-		return fmt.Errorf("%w: fleetlock TLS settings given but url %s is not https", plugins.ErrInvalidArgument, cfg.URL)
+		return fmt.Errorf("%w: fleetlock TLS settings given but url %s is not https", plugins.ErrInvalidArgument, redact.String(cfg.URL))
 	}
 	token := cfg.Token
 	if cfg.TokenFile != "" {

@@ -68,6 +68,10 @@ type Config struct {
 	MaxOutput int `json:"max_output,omitempty"`
 }
 
+// SecretKeys lists the settings `policy show` must not print: environment
+// variables commonly carry credentials.
+func (Config) SecretKeys() []string { return []string{"env"} }
+
 // Env is a set of environment variables that reads from JSON as an object
 // or as a list of "K=V" strings.
 type Env map[string]string

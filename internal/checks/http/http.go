@@ -48,6 +48,11 @@ type Config struct {
 	ClientKey  string `json:"client_key,omitempty"`
 }
 
+// SecretKeys lists the settings `policy show` must not print: header
+// values commonly carry credentials; client_key names a key file, hidden
+// too so that a key pasted inline by mistake is never printed.
+func (Config) SecretKeys() []string { return []string{"headers", "client_key"} }
+
 // Check is the http health check.
 type Check struct {
 	checkutil.Base

@@ -59,6 +59,10 @@ type Config struct {
 	BearerTokenFile string `json:"bearer_token_file,omitempty"`
 }
 
+// SecretKeys: the token is read from bearer_token_file, a path; user info
+// and query values of url are hidden as in every URL.
+func (Config) SecretKeys() []string { return nil }
+
 // Alert is one entry of the /api/v1/alerts answer; fields offpeak does not
 // use (annotations, activeAt, value) are not decoded so their format cannot
 // break a check.

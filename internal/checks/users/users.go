@@ -27,6 +27,9 @@ type Config struct {
 	Bus string `json:"bus,omitempty"`
 }
 
+// SecretKeys: the users check has no secret settings.
+func (Config) SecretKeys() []string { return nil }
+
 // Check implements plugins.HealthCheck.
 type Check struct {
 	checkutil.Base
