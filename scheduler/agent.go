@@ -16,6 +16,7 @@ import (
 
 	"github.com/offpeak/offpeak/internal/policy"
 	"github.com/offpeak/offpeak/internal/printable"
+	"github.com/offpeak/offpeak/internal/redact"
 	"github.com/offpeak/offpeak/plugins"
 	"github.com/offpeak/offpeak/strategies"
 )
@@ -567,7 +568,9 @@ func (a *Agent) windowOpen(ctx context.Context, now time.Time, r *Result, when s
 // slot was not granted.
 func (a *Agent) acquire(ctx context.Context, now time.Time, boot string, det Detection, r *Result) (bool, error) {
 	group := a.pol.Node.Group
-	h := plugins.Holder{ID: a.opts.NodeID, Hostname: a.opts.Hostname, BootID: boot, Version: det.Version, AcquiredAt: now}
+	// The holder record is public to the group: a version string (an image
+	// reference, say) must not publish a credential it carries.
+	h := plugins.Holder{ID: a.opts.NodeID, Hostname: a.opts.Hostname, BootID: boot, Version: redact.String(det.Version), AcquiredAt: now}
 	if sa := a.pol.Lock.StaleAfter.D(); sa > 0 {
 		h.Deadline = now.Add(sa)
 	}
@@ -666,6 +669,7 @@ func (a *Agent) collision(r *Result, err error) {
 
 func (a *Agent) slotRefused(r *Result, now time.Time, st plugins.LockState) {
 	r.lockRevision = st.Revision
+	st, _ = redact.LockState(st) // shown: holder records may carry others' secrets
 	if st.Frozen {
 		a.decide(r, DecisionBlocked, "group %q is frozen%s%s; run `offpeak locks thaw --group %s` once the cause is fixed",
 			st.Group, optional(" by ", printable.String(st.FrozenBy)), optional(": ", printable.String(st.FrozenReason)), st.Group)
@@ -714,6 +718,7 @@ func (a *Agent) lockService() string {
 }
 
 func (a *Agent) lockInfo(r *Result, st plugins.LockState) {
+	st, _ = redact.LockState(st) // shown: holder records may carry others' secrets
 	r.Lock = &LockInfo{Slots: st.Slots, Holders: st.Holders, Frozen: st.Frozen, FrozenReason: st.FrozenReason, Opaque: st.Opaque}
 	r.lockRevision = st.Revision
 }

@@ -8,12 +8,14 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/offpeak/offpeak/internal/printable"
+	"github.com/offpeak/offpeak/internal/redact"
 	"github.com/offpeak/offpeak/plugins"
 )
 
@@ -166,6 +168,9 @@ func runLocksStatus(ctx context.Context, w io.Writer, l plugins.Locker, group, o
 }
 
 func printLockState(w io.Writer, st plugins.LockState, output string, now time.Time) error {
+	// Holder records may come from any client of the group: never echo a
+	// secret one carries.
+	st, hidden := redact.LockState(st)
 	if output == "json" {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
@@ -174,6 +179,9 @@ func printLockState(w io.Writer, st plugins.LockState, output string, now time.T
 	// Records are written by other hosts: every field is printed escaped,
 	// so a control character can neither forge a row nor drive the terminal.
 	p := printable.String
+	if len(hidden) > 0 {
+		defer fmt.Fprintf(w, "note: secrets in %s are shown as %s\n", p(strings.Join(hidden, ", ")), redact.Mask)
+	}
 	fmt.Fprintf(w, "group:  %s\n", p(st.Group))
 	fmt.Fprintf(w, "slots:  %d of %d used\n", len(st.Holders), st.Slots)
 	if st.Frozen {

@@ -214,3 +214,62 @@ func TestFleetlockServeFlags(t *testing.T) {
 		})
 	}
 }
+
+// TestLocksStatusHidesHolderSecrets: holder records are public and may have
+// been written by any client; `locks status` (text and JSON) never echoes
+// a secret one carries, and says that something was hidden.
+func TestLocksStatusHidesHolderSecrets(t *testing.T) {
+	ctx := context.Background()
+	l := fileLocker(t)
+	now := time.Date(2026, 3, 1, 3, 0, 0, 0, time.UTC)
+	h := plugins.Holder{
+		ID: "node-a", Hostname: "admin:S3CR3T-host@web-1", Version: "https://u:S3CR3T-version@releases.example/4152.0.0",
+		AcquiredAt: now.Add(-time.Minute),
+		Meta:       map[string]string{"token": "S3CR3T-meta-token", "note": "password=S3CR3T-meta-kv", "ticket": "CHG-1"},
+	}
+	if _, err := l.Acquire(ctx, plugins.AcquireRequest{Group: "web", Slots: 2, Holder: h}); err != nil {
+		t.Fatal(err)
+	}
+	for _, format := range []string{"text", "json"} {
+		var out bytes.Buffer
+		if err := runLocksStatus(ctx, &out, l, "web", format, now); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(out.String(), "S3CR3T") || !strings.Contains(out.String(), "node-a") || !strings.Contains(out.String(), "(redacted)") {
+			t.Errorf("locks status -o %s:\n%s", format, out.String())
+		}
+		if format == "json" && !strings.Contains(out.String(), "CHG-1") {
+			t.Errorf("harmless metadata lost:\n%s", out.String())
+		}
+	}
+}
+
+// TestStatusHidesHolderSecrets: the holders `check` and `status` show come
+// from the lock service and may carry secrets another client wrote; they
+// are never echoed.
+func TestStatusHidesHolderSecrets(t *testing.T) {
+	root := t.TempDir()
+	touch(t, filepath.Join(root, "run/reboot-required"))
+	writeFile(t, filepath.Join(root, "etc/machine-id"), "node-b\n")
+	dir := filepath.Join(root, "var/lib/offpeak/locks")
+	l := filelocker.New(slog.New(slog.DiscardHandler))
+	raw, _ := json.Marshal(map[string]any{"dir": dir})
+	if err := l.Configure(context.Background(), raw); err != nil {
+		t.Fatal(err)
+	}
+	h := plugins.Holder{ID: "node-a", Hostname: "web-1", Version: "4152.0.0?token=S3CR3T-version", Meta: map[string]string{"api_key": "S3CR3T-meta"}}
+	if _, err := l.Acquire(context.Background(), plugins.AcquireRequest{Group: "default", Slots: 1, Holder: h}); err != nil {
+		t.Fatal(err)
+	}
+	pol := writeFile(t, filepath.Join(root, "policy.toml"), "strategy = \"etcd-lock\"\n")
+	out, errOut, code := run(t, &App{Root: root, Rebooter: &recordingRebooter{}}, "check", "--policy", pol, "-o", "json")
+	if code != 0 || !strings.Contains(out, "node-a") || strings.Contains(out+errOut, "S3CR3T") {
+		t.Errorf("check: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, format := range []string{"text", "json"} {
+		out, errOut, code := run(t, &App{Root: root}, "status", "-o", format)
+		if code != 0 || !strings.Contains(out, "node-a") || strings.Contains(out+errOut, "S3CR3T") {
+			t.Errorf("status -o %s: exit %d\n%s%s", format, code, out, errOut)
+		}
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/offpeak/offpeak/internal/redact"
 	"github.com/offpeak/offpeak/plugins"
 )
 
@@ -150,11 +151,28 @@ func (s *Server) get(h handler) http.HandlerFunc {
 func (s *Server) finish(w http.ResponseWriter, r *http.Request, h handler, body []byte) {
 	out, herr := h(w, r, body)
 	if herr != nil {
+		// The message may quote a freeze reason or a backend's error.
+		herr.Value = redact.String(herr.Value)
 		if herr.code >= 500 {
 			s.log.Error("fleetlock request failed", "path", r.URL.Path, "kind", herr.Kind, "error", herr.Value)
 		}
+		if herr.State != nil {
+			st := s.public(r, *herr.State)
+			herr.State = &st
+		}
 		writeError(w, herr.code, herr.ErrorReply)
 		return
+	}
+	switch v := out.(type) {
+	case plugins.LockState:
+		out = s.public(r, v)
+	case PreRebootReply:
+		v.State = s.public(r, v.State)
+		v.Reclaimed = redact.Holders(v.Reclaimed)
+		out = v
+	case SteadyStateReply:
+		v.State = s.public(r, v.State)
+		out = v
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
@@ -166,6 +184,28 @@ func writeError(w http.ResponseWriter, code int, e ErrorReply) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(e)
+}
+
+// public returns st fit to serve: holder records are read by every client
+// of the group, so a secret one of them carries (see redact.Holder) is
+// never echoed, whoever stored it.
+func (s *Server) public(r *http.Request, st plugins.LockState) plugins.LockState {
+	out, fields := redact.LockState(st)
+	if len(fields) > 0 {
+		s.log.Debug("secrets hidden in a fleetlock answer", "path", r.URL.Path, "group", st.Group, "fields", fields)
+	}
+	return out
+}
+
+// refuseSecrets refuses a record that would be public and holds a secret;
+// the answer names the fields, never the values.
+func refuseSecrets(what string, fields []string) *httpError {
+	if len(fields) == 0 {
+		return nil
+	}
+	return replyErr(http.StatusBadRequest, KindBadRequest,
+		"%s fields %s look like secrets (URL user info or query values, a secret key or KEY=VALUE, or a token); they are public to every client of the group, so they are not stored",
+		what, strings.Join(fields, ", "))
 }
 
 // admin guards an operator endpoint with the admin token.
@@ -278,6 +318,9 @@ func (s *Server) preReboot(_ http.ResponseWriter, r *http.Request, body []byte) 
 	ar.Holder.AcquiredAt, ar.Holder.Deadline = time.Time{}, time.Time{}
 	if s.cfg.StaleAfter > 0 {
 		ar.Holder.Deadline = now.Add(s.cfg.StaleAfter)
+	}
+	if _, fields := redact.Holder(ar.Holder); len(fields) > 0 {
+		return nil, refuseSecrets("holder record", fields)
 	}
 	res, err := s.cfg.Locker.Acquire(r.Context(), ar)
 	if err != nil {
@@ -427,6 +470,9 @@ func (s *Server) freeze(_ http.ResponseWriter, r *http.Request, body []byte) (an
 	}
 	// A group the freeze creates gets the policy's count at the thaw.
 	req.Slots = s.slotsFor(req.Group, &RequestExt{Slots: req.Slots})
+	if _, fields := redact.LockState(plugins.LockState{FrozenReason: req.Reason, FrozenBy: req.By}); len(fields) > 0 {
+		return nil, refuseSecrets("freeze", fields)
+	}
 	if err := s.cfg.Locker.Freeze(r.Context(), req); err != nil {
 		return nil, lockerErr(err)
 	}
