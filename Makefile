@@ -28,6 +28,15 @@ BUILDDIR    ?= build
 GOFLAGS_BUILD ?= -trimpath
 CGO_ENABLED ?= 0
 
+# Stamped into the binaries (offpeak version, offpeak --version, and the
+# version built-in plugins report). The build date follows SOURCE_DATE_EPOCH
+# when it is set, so a pinned date gives a reproducible build.
+VERSION     ?= $(shell git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null || echo v0.0.0-devel)
+COMMIT      ?= $(shell git rev-parse HEAD 2>/dev/null)
+DATE        ?= $(shell date -u -d "@$${SOURCE_DATE_EPOCH:-$$(date +%s)}" +%Y-%m-%dT%H:%M:%SZ)
+VERSION_PKG := github.com/offpeak/offpeak/internal/version
+LDFLAGS     := -X $(VERSION_PKG).version=$(VERSION) -X $(VERSION_PKG).commit=$(COMMIT) -X $(VERSION_PKG).date=$(DATE)
+
 BIN   := $(BUILDDIR)/offpeak
 SIM   := $(BUILDDIR)/offpeak-simulate
 UNITS := $(wildcard contrib/systemd/*.service contrib/systemd/*.timer) contrib/fleetlock/offpeak-fleetlock.service
@@ -38,8 +47,8 @@ all: build
 
 # Always hand the build to go: it knows when the binary is up to date.
 build:
-	CGO_ENABLED=$(CGO_ENABLED) $(GO) build $(GOFLAGS_BUILD) -o $(BIN) ./cmd/offpeak
-	CGO_ENABLED=$(CGO_ENABLED) $(GO) build $(GOFLAGS_BUILD) -o $(SIM) ./cmd/offpeak-simulate
+	CGO_ENABLED=$(CGO_ENABLED) $(GO) build $(GOFLAGS_BUILD) -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/offpeak
+	CGO_ENABLED=$(CGO_ENABLED) $(GO) build $(GOFLAGS_BUILD) -ldflags '$(LDFLAGS)' -o $(SIM) ./cmd/offpeak-simulate
 
 docs:
 	rm -rf $(BUILDDIR)/man

@@ -3,7 +3,6 @@ package cli
 import (
 	"fmt"
 	"log/slog"
-	"runtime/debug"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -15,6 +14,7 @@ import (
 	"github.com/offpeak/offpeak/internal/paths"
 	"github.com/offpeak/offpeak/internal/pluginhost"
 	"github.com/offpeak/offpeak/internal/policy"
+	"github.com/offpeak/offpeak/internal/version"
 	"github.com/offpeak/offpeak/plugins"
 )
 
@@ -67,13 +67,6 @@ func (a *App) pluginManager(pol *policy.Policy) (*pluginhost.Manager, error) {
 	}), nil
 }
 
-func offpeakVersion() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "unknown"
-}
-
 // newPluginCmd is the hidden `offpeak plugin serve KIND NAME` that the plugin
 // host runs to serve a built-in locker or check over the plugin protocol.
 func newPluginCmd(a *App) *cobra.Command {
@@ -87,7 +80,7 @@ func newPluginCmd(a *App) *cobra.Command {
 			reg := builtin.New()
 			// Everything goes to the host, whose own log level filters it.
 			log := plugins.NewLogger(a.Stderr, slog.LevelDebug).With("builtin", name)
-			opts := plugins.ServeOpts{Name: name, Version: offpeakVersion()}
+			opts := plugins.ServeOpts{Name: name, Version: version.Get().Version}
 			names := builtinKinds(reg)[kind]
 			switch kind {
 			case plugins.KindLocker:

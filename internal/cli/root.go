@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -121,6 +122,10 @@ func (a *App) setupRoot(root *cobra.Command) {
 		}
 		return nil
 	}
+	// --version prints what `offpeak version` prints.
+	v := buildInfo()
+	root.Version = v.Version
+	root.SetVersionTemplate(strings.ReplaceAll(versionText(root.Name(), v), "{{", "{{`{{`}}"))
 	root.PersistentFlags().StringVar(&a.Root, "root", a.Root, "treat DIR as / for every file offpeak reads or writes (also $"+paths.EnvRoot+")")
 	root.PersistentFlags().StringVar(&a.LogLevel, "log-level", cmp.Or(a.LogLevel, "info"), "debug, info, warn or error")
 }
@@ -151,4 +156,5 @@ func (a *App) addCommands(root *cobra.Command) {
 	root.AddCommand(newFleetlockCmd(a))
 	root.AddCommand(newInstallCmd(a))
 	root.AddCommand(newSimulateCmd(a))
+	root.AddCommand(newVersionCmd(a))
 }
