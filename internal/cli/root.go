@@ -157,4 +157,5 @@ func (a *App) addCommands(root *cobra.Command) {
 	root.AddCommand(newInstallCmd(a))
 	root.AddCommand(newSimulateCmd(a))
 	root.AddCommand(newVersionCmd(a))
+	root.AddCommand(newMigrateCmd(a))
 }

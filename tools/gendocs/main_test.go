@@ -26,6 +26,7 @@ func TestManPages(t *testing.T) {
 		{"offpeak-systemd-post-boot-gate.1", "post-boot"},
 		{"offpeak-completion-bash.1", "bash"},
 		{"offpeak-version.1", "plugin protocol"},
+		{"offpeak-migrate.1", "--timezone"},
 		// The full simulate command, not the stub that runs offpeak-simulate.
 		{"offpeak-simulate.1", "--faults"},
 	}
