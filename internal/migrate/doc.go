@@ -2,6 +2,7 @@ package migrate
 
 import (
 	"fmt"
+	"net/url"
 	"slices"
 	"sort"
 	"strconv"
@@ -256,11 +257,18 @@ func cronDays(days map[time.Weekday]bool) string {
 	return strings.Join(parts, ",")
 }
 
-// quoteValue shows a source value in a comment.
-func quoteValue(s string) string { return strconv.Quote(s) }
+// quoteValue shows a source value in a comment, with the password of a
+// URL's user information masked (the value itself may still need it).
+func quoteValue(s string) string {
+	if u, err := url.Parse(s); err == nil && u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			s = u.Redacted()
+		}
+	}
+	return strconv.Quote(s)
+}
 
-// secretKeys are source settings whose values never appear in comments,
-// notes or errors.
+// redact shows a source assignment, without its value when it is secret.
 func redact(key, value string, secret bool) string {
 	if secret {
 		return key + "=(redacted)"

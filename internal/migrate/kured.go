@@ -400,15 +400,15 @@ func kuredWindows(days map[time.Weekday]bool, start, end time.Duration) (ws []wi
 	// down, so no reboot is allowed that kured would refuse.
 	if r := start % time.Minute; r != 0 {
 		start += time.Minute - r
-		notes = append(notes, "kured's start time has seconds; the window starts at the next whole minute")
+		notes = append(notes, "kured's --start-time has seconds; the window starts at the next whole minute")
 	}
 	endEx := end + time.Second // kured's end second is inside the window
 	if r := endEx % time.Minute; r != 0 {
 		endEx -= r
 		if end%time.Minute != 0 {
-			notes = append(notes, "kured's end time has seconds; the window ends at the whole minute before it")
+			notes = append(notes, "kured's --end-time has seconds; the window ends at the whole minute before it")
 		} else {
-			notes = append(notes, fmt.Sprintf("kured still allows the second %s itself; offpeak's window ends at %s (half-open)", clock(end), clock(end)))
+			notes = append(notes, fmt.Sprintf("kured still allows the second %s (its --end-time) itself; offpeak's window ends at %s (half-open)", clock(end), clock(end)))
 		}
 	}
 	at := func(name string, days map[time.Weekday]bool, from, length time.Duration) {
@@ -550,9 +550,11 @@ func Kured(srcs []Source, opts Options) (*Result, error) {
 	case strings.EqualFold(tz, "Local"):
 		zoneWhy += fmt.Sprintf(" kured read its container's local zone; here it is %s (offpeak migrate --timezone).", zone)
 		d.note(set["time-zone"].args[0].pos, "--time-zone", "kured read the local zone of its container (usually UTC); this policy uses %s (set with --timezone).", zone)
+	case tz == "" || tz == "UTC":
+		loc, zone = time.UTC, "UTC" // Go's LoadLocation, which kured uses, reads "" as UTC
 	default:
 		l, err := time.LoadLocation(tz)
-		if err != nil || tz == "" {
+		if err != nil {
 			return nil, errAt("time-zone", "unknown time zone %q", tz)
 		}
 		loc, zone = l, tz
@@ -572,7 +574,7 @@ func Kured(srcs []Source, opts Options) (*Result, error) {
 		}
 	}
 	for _, n := range windowNotes {
-		d.note(Pos{}, "--end-time", "%s", n)
+		d.note(Pos{}, "", "%s", n)
 	}
 	always := len(days) == 7 && start == 0 && end+time.Second >= 24*time.Hour
 	strategy := "window"
@@ -593,13 +595,16 @@ func Kured(srcs []Source, opts Options) (*Result, error) {
 	}
 
 	// The lock.
-	conc, _ := strconv.Atoi(val("concurrency"))
+	conc, _ := strconv.ParseInt(val("concurrency"), 0, 64) // as kured's flag library reads it
+	if conc > 1<<16 {
+		return nil, errAt("concurrency", "%d slots: that is no limit at all", conc)
+	}
 	if conc < 1 {
 		return nil, errAt("concurrency", "must be at least 1 (offpeak's slots)")
 	}
 	d.set("lock", "plugin", tomlString("etcd"),
 		"kured's lock is an annotation on its DaemonSet; offpeak has no Kubernetes locker. Point [lock.config] at an etcd v3 cluster (or use plugin = \"fleetlock\" with `offpeak fleetlock serve`).")
-	d.set("lock", "slots", tomlInt(conc), from("concurrency", "--concurrency is not set: kured's default is 1."))
+	d.set("lock", "slots", tomlInt(int(conc)), from("concurrency", "--concurrency is not set: kured's default is 1."))
 	if ttl, _ := time.ParseDuration(val("lock-ttl")); ttl > 0 {
 		d.set("lock", "stale_after", tomlString(fmtDuration(ttl)), from("lock-ttl", ""),
 			"kured dropped an expired lock by itself; offpeak lets a node reclaim a slot whose holder's deadline passed.")

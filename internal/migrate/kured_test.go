@@ -211,6 +211,28 @@ func TestKuredFlags(t *testing.T) {
 			},
 		},
 		{
+			// As kured's flag library reads them: "" is UTC, 0x2 is 2.
+			name: "empty zone, hexadecimal concurrency", flags: "--time-zone= --concurrency=0x2 --end-time=23:59", strategy: "window",
+			next: []span{{"2026-06-01T00:00:00Z", "2026-06-01T23:59:00Z"}},
+			check: func(t *testing.T, res *migrate.Result) {
+				p, _ := load(t, res)
+				if p.Lock.Slots != 2 || p.Windows[0].Timezone != "UTC" || !hasNote(res.Notes, "23:59:00 (its --end-time)") {
+					t.Errorf("slots %d zone %q notes %v", p.Lock.Slots, p.Windows[0].Timezone, res.Notes)
+				}
+			},
+		},
+		{
+			// The URL must keep its password, the comments must not show it.
+			name: "credentials in a URL", flags: "--prometheus-url=https://alerts:pa55@prom.example:9090", strategy: "etcd-lock",
+			check: func(t *testing.T, res *migrate.Result) {
+				p, _ := load(t, res)
+				if p.Health[0].Config["url"] != "https://alerts:pa55@prom.example:9090" || strings.Count(string(res.Policy), "pa55") != 1 ||
+					!strings.Contains(string(res.Policy), "alerts:xxxxx@prom.example") {
+					t.Errorf("config %+v\n%s", p.Health[0].Config, res.Policy)
+				}
+			},
+		},
+		{
 			name: "an alert filter offpeak cannot express", flags: "--prometheus-url=http://p:9090 --alert-filter-regexp=^Reboot --alert-firing-only", strategy: "etcd-lock",
 			check: func(t *testing.T, res *migrate.Result) {
 				p, _ := load(t, res)

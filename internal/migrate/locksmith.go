@@ -179,6 +179,9 @@ func Locksmith(srcs []Source, opts Options) (*Result, error) {
 					eps = append(eps, e)
 				}
 			}
+			if len(eps) == 0 {
+				return nil, errorf(endpoints.pos, endpoints.key, "names no endpoint")
+			}
 			epWhy = "from " + src(endpoints)
 		}
 		d.set("lock.config", "endpoints", tomlStrings(eps), epWhy)

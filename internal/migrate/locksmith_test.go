@@ -272,6 +272,7 @@ func TestLocksmithErrors(t *testing.T) {
 		{"LOCKSMITHD_REBOOT_WINDOW_START=25:00\nLOCKSMITHD_REBOOT_WINDOW_LENGTH=1h\n", "invalid time of day"},
 		{"LOCKSMITHD_REBOOT_WINDOW_START=04:00\nLOCKSMITHD_REBOOT_WINDOW_LENGTH=24h\n", "update.conf:2: LOCKSMITHD_REBOOT_WINDOW_LENGTH: 24h: a daily window must be shorter than 24h"},
 		{"LOCKSMITHD_REBOOT_WINDOW_START=Mon 04:00\nLOCKSMITHD_REBOOT_WINDOW_LENGTH=soon\n", `"soon" is not a duration`},
+		{"REBOOT_STRATEGY=etcd-lock\nLOCKSMITHD_ENDPOINT= , \n", "update.conf:2: LOCKSMITHD_ENDPOINT: names no endpoint"},
 		{"REBOOT_STRATEGY=etcd-lock\nLOCKSMITHD_GROUP=web servers\n", `update.conf:2: LOCKSMITHD_GROUP: "web servers" is not a valid offpeak group name`},
 	}
 	for _, tt := range tests {

@@ -101,8 +101,8 @@ func (c clockChange) describe(zone string) string {
 	return fmt.Sprintf("on %s %s repeats %s–%s", c.lo.Format("2006-01-02"), zone, c.lo.Format("15:04"), c.hi.Format("15:04"))
 }
 
-// wallSpans returns, as naive wall-clock intervals, the openings of w that
-// begin within two days before c's hour.
+// touches reports whether an opening of w, read on the wall clock, overlaps
+// the hour c skips or repeats.
 func (w window) touches(c clockChange) bool {
 	days := w.days
 	if days == nil {

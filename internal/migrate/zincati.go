@@ -466,7 +466,7 @@ func Zincati(srcs []Source, opts Options) (*Result, error) {
 func tomlValue(v any) string {
 	switch t := v.(type) {
 	case string:
-		return strconv.Quote(t)
+		return quoteValue(t)
 	default:
 		return fmt.Sprint(t)
 	}

@@ -180,8 +180,8 @@ func TestZincatiMerge(t *testing.T) {
 			},
 		},
 		{
-			name: "disabled",
-			srcs: inline("90-off.toml", "[updates]\nenabled = false\nallow_downgrade = true\n[identity]\nrollout_wariness = 0.5\n[agent.timing]\nsteady_interval_secs = 600\n[unknown]\nkey = 1\n"),
+			name:     "disabled",
+			srcs:     inline("90-off.toml", "[updates]\nenabled = false\nallow_downgrade = true\n[identity]\nrollout_wariness = 0.5\n[agent.timing]\nsteady_interval_secs = 600\n[unknown]\nkey = 1\n"),
 			strategy: "off",
 			check: func(t *testing.T, res *migrate.Result) {
 				for _, k := range []string{"90-off.toml:3: updates.allow_downgrade", "90-off.toml:5: identity.rollout_wariness", "90-off.toml:7: agent.timing.steady_interval_secs", "90-off.toml:8: unknown: not a zincati setting"} {
