@@ -90,13 +90,23 @@ func (d diff) String() string { return d.only + " " + d.from + "→" + d.to }
 
 // disagreements samples every minute of [from, to) at its 30th second —
 // clear of the edge seconds, which the tests pin separately — and returns
-// the stretches where offpeak's calendar and the source tool's model
-// disagree about whether a reboot may begin.
+// the stretches where the windows `offpeak next` lists and the source
+// tool's model disagree about whether a reboot may begin.
 func disagreements(cal *scheduler.Calendar, tool string, allows func(time.Time) bool, from, to string) []diff {
+	var ws []scheduler.Window
+	for w := range cal.Windows(ts(from)) {
+		if !w.Start.Before(ts(to)) {
+			break
+		}
+		ws = append(ws, w)
+	}
 	var out []diff
 	for m := ts(from); m.Before(ts(to)); m = m.Add(time.Minute) {
 		at := m.Add(30 * time.Second)
-		_, ours := cal.Allowed(at)
+		ours := false
+		for _, w := range ws {
+			ours = ours || w.Contains(at)
+		}
 		theirs := allows(at)
 		if ours == theirs {
 			continue
