@@ -195,7 +195,8 @@ EOF
 	sample "$spid" "$dir/peak" &
 	local sampler=$!
 	pids+=("$sampler")
-	local cpu0 cpu1 rss_end nproc_tree
+	local cpu0 cpu1 rss_start rss_end nproc_tree
+	rss_start=$(tree_rss_kb "$spid")
 	cpu0=$(tree_cpu_ticks "$spid")
 	"$tmp/fleetlock-load" --url "$url" --group bench --clients "$clients" --slots "$slots" \
 		--duration "$duration" --hold "$hold" --retry "$retry" --json "$out/$name-$round.json" \
@@ -210,9 +211,9 @@ EOF
 	[ "$rss_end" -gt "$peak" ] && peak=$rss_end
 	local hz
 	hz=$(getconf CLK_TCK)
-	jq --argjson peak "$peak" --argjson rend "$rss_end" --argjson procs "$nproc_tree" \
+	jq --argjson peak "$peak" --argjson rstart "$rss_start" --argjson rend "$rss_end" --argjson procs "$nproc_tree" \
 		--argjson cpu "$(echo "scale=2; ($cpu1 - $cpu0) / $hz" | bc)" \
-		'. + {server: {rss_peak_kb: $peak, rss_end_kb: $rend, processes: $procs, cpu_s: $cpu}}' \
+		'. + {server: {rss_before_kb: $rstart, rss_peak_kb: $peak, rss_end_kb: $rend, processes: $procs, cpu_s: $cpu}}' \
 		"$out/$name-$round.json" >"$out/$name-$round.full.json"
 	echo "== $name, round $round (server tree: $nproc_tree process(es), RSS peak $((peak / 1024)) MB, end $((rss_end / 1024)) MB)"
 	cat "$out/$name-$round.txt"
@@ -250,6 +251,8 @@ else
 fi
 row "grants/s" '.grants_per_s' '%.1f'
 row "requests/s" '.requests_per_s' '%.0f'
+row "request p50 ms (all)" '.latency_ms.all.p50' '%.1f'
+row "request p99 ms (all)" '.latency_ms.all.p99' '%.1f'
 row "pre-reboot p50 ms" '.latency_ms["pre-reboot"].p50' '%.1f'
 row "pre-reboot p99 ms" '.latency_ms["pre-reboot"].p99' '%.1f'
 row "steady-state p50 ms" '.latency_ms["steady-state"].p50' '%.1f'
@@ -260,6 +263,7 @@ row "5xx answers" '.http_5xx' '%d'
 row "5xx other than \"slots full\"" '.http_5xx_not_full' '%d'
 row "transport errors" '.transport_errors' '%d'
 row "holders at once (surely)" '.holders_at_once.surely_max' '%d'
+row "server RSS before the load MB" '.server.rss_before_kb / 1024' '%.1f'
 row "server RSS peak MB (process tree)" '.server.rss_peak_kb / 1024' '%.1f'
 row "server RSS at end MB" '.server.rss_end_kb / 1024' '%.1f'
 row "server processes" '.server.processes' '%d'
