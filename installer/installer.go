@@ -6,6 +6,10 @@ package installer
 import (
 	"context"
 	"errors"
+	"fmt"
+
+	"github.com/offpeak/offpeak/internal/registry"
+	"github.com/offpeak/offpeak/plugins"
 )
 
 // ErrNotSupported is returned by a backend for an operation it cannot do
@@ -47,4 +51,30 @@ type Backend interface {
 	// Rollback makes the previous slot the one to boot next, or refuses
 	// with ErrNoRollbackTarget when that slot is not verified and good.
 	Rollback(ctx context.Context) error
+}
+
+// NoConfig is the settings schema of backends that take none.
+type NoConfig struct{}
+
+// SecretKeys: nothing to hide.
+func (NoConfig) SecretKeys() []string { return nil }
+
+// NewModule registers a backend whose settings are a C: build gets them
+// decoded from [installer.config], unknown keys refused with an error that
+// names the table and the backend.
+func NewModule[C any](name string, build func(ctx context.Context, env registry.Env, c *C) (Backend, func(), error)) registry.Module[Backend] {
+	return registry.Module[Backend]{Name: name, Config: func() any { return new(C) },
+		New: func(ctx context.Context, env registry.Env) (Backend, func(), error) {
+			c := new(C)
+			if err := plugins.DecodeConfig(env.Config, c); err != nil {
+				return nil, nil, fmt.Errorf("[installer.config] for %s: %w", name, err)
+			}
+			return build(ctx, env, c)
+		}}
+}
+
+// None is the "none" backend: no installer, so nothing to build.
+func None() registry.Module[Backend] {
+	return registry.Module[Backend]{Name: "none", Config: func() any { return &NoConfig{} },
+		New: func(context.Context, registry.Env) (Backend, func(), error) { return nil, nil, nil }}
 }

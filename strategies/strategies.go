@@ -22,12 +22,22 @@ type Gates struct {
 	LockOptional bool
 }
 
+// The strategies' names, as the policy's strategy key spells them.
+const (
+	Off        = "off"
+	Reboot     = "reboot"
+	EtcdLock   = "etcd-lock"
+	BestEffort = "best-effort"
+	Window     = "window"
+)
+
+// all is the only list of strategies.
 var all = []Gates{
-	{Name: "off"},
-	{Name: "reboot", Reboots: true},
-	{Name: "etcd-lock", Reboots: true, Lock: true},
-	{Name: "best-effort", Reboots: true, Lock: true, LockOptional: true},
-	{Name: "window", Reboots: true, Window: true, Lock: true},
+	{Name: Off},
+	{Name: Reboot, Reboots: true},
+	{Name: EtcdLock, Reboots: true, Lock: true},
+	{Name: BestEffort, Reboots: true, Lock: true, LockOptional: true},
+	{Name: Window, Reboots: true, Window: true, Lock: true},
 }
 
 // Lookup returns the gates of a strategy.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/offpeak/offpeak/installer"
 	"github.com/offpeak/offpeak/internal/paths"
+	"github.com/offpeak/offpeak/internal/registry"
 )
 
 // Config configures the gpt backend (the policy's installer settings).
@@ -61,6 +62,17 @@ func NewBackend(cfg Config, layout paths.Layout, log *slog.Logger) (*Backend, er
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Backend{cfg: cfg, layout: layout, log: log}, nil
+}
+
+// Module registers the gpt backend with offpeak's built-ins.
+func Module() registry.Module[installer.Backend] {
+	return installer.NewModule("gpt", func(_ context.Context, env registry.Env, c *Config) (installer.Backend, func(), error) {
+		b, err := NewBackend(*c, paths.Layout{Root: env.Root}, env.Log)
+		if err != nil {
+			return nil, nil, err
+		}
+		return b, nil, nil
+	})
 }
 
 // Name is "gpt".

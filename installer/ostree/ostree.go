@@ -24,6 +24,7 @@ import (
 	"context"
 
 	"github.com/offpeak/offpeak/installer"
+	"github.com/offpeak/offpeak/internal/registry"
 )
 
 // Runner runs a command (argv, no shell) and returns its stdout.
@@ -33,6 +34,23 @@ type Runner interface {
 
 // ExecRunner runs commands with os/exec.
 type ExecRunner = installer.ExecRunner
+
+// RPMOSTreeModule registers the rpm-ostree backend with offpeak's built-ins.
+func RPMOSTreeModule() registry.Module[installer.Backend] {
+	return noConfig(RPMOSTreeName, func() installer.Backend { return &RPMOSTree{} })
+}
+
+// BootcModule registers the bootc backend with offpeak's built-ins.
+func BootcModule() registry.Module[installer.Backend] {
+	return noConfig(BootcName, func() installer.Backend { return &Bootc{} })
+}
+
+// noConfig is the module of a backend without settings (policy validation
+// refuses any given).
+func noConfig(name string, build func() installer.Backend) registry.Module[installer.Backend] {
+	return registry.Module[installer.Backend]{Name: name, Config: func() any { return &installer.NoConfig{} },
+		New: func(context.Context, registry.Env) (installer.Backend, func(), error) { return build(), nil, nil }}
+}
 
 func shortChecksum(c string) string {
 	if len(c) > 12 {

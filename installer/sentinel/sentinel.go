@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/offpeak/offpeak/installer"
+	"github.com/offpeak/offpeak/internal/registry"
 )
 
 // Name is the backend's policy name.
@@ -33,6 +34,13 @@ type Backend struct {
 	Paths []string
 	// Join maps a system path below the root (tests, --root).
 	Join func(string) string
+}
+
+// Module registers the sentinel backend with offpeak's built-ins.
+func Module() registry.Module[installer.Backend] {
+	return installer.NewModule(Name, func(_ context.Context, env registry.Env, c *Config) (installer.Backend, func(), error) {
+		return &Backend{Paths: c.Paths, Join: env.Join}, nil, nil
+	})
 }
 
 func (b *Backend) Name() string { return Name }

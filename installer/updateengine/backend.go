@@ -7,8 +7,11 @@ import (
 	"os"
 	"strings"
 
+	"github.com/godbus/dbus/v5"
+
 	"github.com/offpeak/offpeak/installer"
 	"github.com/offpeak/offpeak/internal/paths"
+	"github.com/offpeak/offpeak/internal/registry"
 )
 
 // Name is the backend's name in policies and status.
@@ -33,6 +36,34 @@ type Runner interface {
 
 // ExecRunner runs commands with os/exec.
 type ExecRunner = installer.ExecRunner
+
+// Config is [installer.config] for backend "update-engine".
+type Config struct {
+	// MarkGoodCommand replaces flatcar-setgoodroot.
+	MarkGoodCommand []string `json:"mark_good_command"`
+	// NoMarkGood leaves marking the boot good to update_engine itself.
+	NoMarkGood bool `json:"no_mark_good"`
+	// RollbackCommand makes the previous partition boot next.
+	RollbackCommand []string `json:"rollback_command"`
+}
+
+// SecretKeys: the commands are argv lists; credentials inside them are
+// hidden where recognisable (URLs, --key=value).
+func (Config) SecretKeys() []string { return nil }
+
+// Module registers the update-engine backend with offpeak's built-ins. Its
+// cleanup closes the system bus connection it opens.
+func Module() registry.Module[installer.Backend] {
+	return installer.NewModule(Name, func(_ context.Context, env registry.Env, c *Config) (installer.Backend, func(), error) {
+		conn, err := dbus.ConnectSystemBus()
+		if err != nil {
+			return nil, nil, fmt.Errorf("update-engine: system bus: %w", err)
+		}
+		b := &Backend{Client: NewClient(conn), Root: env.Root, Log: env.Log,
+			MarkGoodCommand: c.MarkGoodCommand, NoMarkGood: c.NoMarkGood, RollbackCommand: c.RollbackCommand}
+		return b, func() { conn.Close() }, nil
+	})
+}
 
 // Backend is the installer.Backend for Flatcar's update_engine.
 //

@@ -1,17 +1,24 @@
-// Package builtin lists the lockers and health checks compiled into offpeak.
-// They are served through the plugin protocol by re-executing the offpeak
-// binary (`offpeak plugin serve KIND NAME`), and used in-process only by the
-// simulator.
+// Package builtin lists the lockers, health checks and installer backends
+// compiled into offpeak. Each registers itself next to its code with a
+// Module (see internal/registry); the lists below are the one place a new
+// built-in is named. Lockers and checks are served through the plugin
+// protocol by re-executing the offpeak binary (`offpeak plugin serve KIND
+// NAME`); installer backends are built in the agent's process.
 package builtin
 
 import (
-	"log/slog"
-
+	"github.com/offpeak/offpeak/installer"
+	"github.com/offpeak/offpeak/installer/gpt"
+	"github.com/offpeak/offpeak/installer/ostree"
+	"github.com/offpeak/offpeak/installer/sentinel"
+	"github.com/offpeak/offpeak/installer/updateengine"
 	execcheck "github.com/offpeak/offpeak/internal/checks/exec"
 	httpcheck "github.com/offpeak/offpeak/internal/checks/http"
 	promcheck "github.com/offpeak/offpeak/internal/checks/prometheus"
 	systemdcheck "github.com/offpeak/offpeak/internal/checks/systemd"
 	userscheck "github.com/offpeak/offpeak/internal/checks/users"
+	"github.com/offpeak/offpeak/internal/redact"
+	"github.com/offpeak/offpeak/internal/registry"
 	consullocker "github.com/offpeak/offpeak/lockers/consul"
 	etcdlocker "github.com/offpeak/offpeak/lockers/etcd"
 	filelocker "github.com/offpeak/offpeak/lockers/file"
@@ -19,38 +26,96 @@ import (
 	"github.com/offpeak/offpeak/plugins"
 )
 
-// Locker describes a built-in locker.
-type Locker struct {
-	New func(log *slog.Logger) plugins.Locker
-	// Config returns a pointer to a zero config struct (json tags) so the
-	// policy validator can name unknown or mistyped keys.
-	Config func() any
+// Lockers lists the built-in lockers. One line per locker.
+func Lockers() []registry.Module[plugins.Locker] {
+	return []registry.Module[plugins.Locker]{
+		filelocker.Module(),
+		etcdlocker.Module(),
+		consullocker.Module(),
+		fleetlocklocker.Module(),
+	}
 }
 
-// Check describes a built-in health check.
-type Check struct {
-	New    func(log *slog.Logger) plugins.HealthCheck
-	Config func() any
+// Checks lists the built-in health checks. One line per check.
+func Checks() []registry.Module[plugins.HealthCheck] {
+	return []registry.Module[plugins.HealthCheck]{
+		execcheck.Module(),
+		httpcheck.Module(),
+		promcheck.Module(),
+		systemdcheck.Module(),
+		userscheck.Module(),
+	}
 }
 
-// Registry holds the built-ins by name.
+// Installers lists the installer backends, in the order errors name them.
+// One line per backend.
+func Installers() []registry.Module[installer.Backend] {
+	return []registry.Module[installer.Backend]{
+		installer.None(),
+		sentinel.Module(),
+		gpt.Module(),
+		updateengine.Module(),
+		ostree.RPMOSTreeModule(),
+		ostree.BootcModule(),
+	}
+}
+
+// Registry is every built-in, by kind and name.
 type Registry struct {
-	Lockers map[string]Locker
-	Checks  map[string]Check
+	Lockers    registry.Set[plugins.Locker]
+	Checks     registry.Set[plugins.HealthCheck]
+	Installers registry.Set[installer.Backend]
 }
 
-// New returns the registry of everything compiled in. Keep one line per
-// built-in.
+// New returns the registry of the lists above; each call builds its own.
 func New() *Registry {
-	r := &Registry{Lockers: map[string]Locker{}, Checks: map[string]Check{}}
-	r.Lockers["file"] = Locker{New: filelocker.New, Config: func() any { return &filelocker.Config{} }}
-	r.Lockers["etcd"] = Locker{New: etcdlocker.New, Config: func() any { return &etcdlocker.Config{} }}
-	r.Lockers["consul"] = Locker{New: consullocker.New, Config: func() any { return &consullocker.Config{} }}
-	r.Lockers["fleetlock"] = Locker{New: fleetlocklocker.New, Config: func() any { return &fleetlocklocker.Config{} }}
-	r.Checks["exec"] = Check{New: execcheck.New, Config: func() any { return &execcheck.Config{} }}
-	r.Checks["http"] = Check{New: httpcheck.New, Config: func() any { return &httpcheck.Config{} }}
-	r.Checks["prometheus"] = Check{New: promcheck.New, Config: func() any { return &promcheck.Config{} }}
-	r.Checks["systemd"] = Check{New: systemdcheck.New, Config: func() any { return &systemdcheck.Config{} }}
-	r.Checks["users"] = Check{New: userscheck.New, Config: func() any { return &userscheck.Config{} }}
-	return r
+	return &Registry{
+		Lockers:    registry.NewSet(Lockers()...),
+		Checks:     registry.NewSet(Checks()...),
+		Installers: registry.NewSet(Installers()...),
+	}
+}
+
+// Schema returns a new zero settings struct of the built-in kind/name, or
+// nil when there is none (a third-party plugin, whose settings pass
+// unchecked).
+func (r *Registry) Schema(kind registry.Kind, name string) any {
+	switch kind {
+	case registry.KindLocker:
+		return r.Lockers.Schema(name)
+	case registry.KindCheck:
+		return r.Checks.Schema(name)
+	case registry.KindInstaller:
+		return r.Installers.Schema(name)
+	}
+	return nil
+}
+
+// Names lists the built-ins of kind in the order listed above.
+func (r *Registry) Names(kind registry.Kind) []string {
+	switch kind {
+	case registry.KindLocker:
+		return r.Lockers.Names()
+	case registry.KindCheck:
+		return r.Checks.Names()
+	case registry.KindInstaller:
+		return r.Installers.Names()
+	}
+	return nil
+}
+
+// SecretKeys returns the keys the built-in's settings schema declares
+// secret (nil for a third-party plugin, whose settings are redacted by name
+// and shape only).
+func (r *Registry) SecretKeys(kind registry.Kind, name string) []string {
+	return redact.KeysOf(r.Schema(kind, name))
+}
+
+// PluginKinds lists the built-ins the plugin protocol serves, by kind and
+// sorted, as the plugin host wants them.
+func (r *Registry) PluginKinds() map[plugins.Kind][]string {
+	return map[plugins.Kind][]string{
+		plugins.KindLocker: r.Lockers.Sorted(),
+		plugins.KindCheck:  r.Checks.Sorted(),
+	}
 }

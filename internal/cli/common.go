@@ -7,42 +7,13 @@ import (
 	"strings"
 
 	"github.com/offpeak/offpeak/internal/builtin"
-	"github.com/offpeak/offpeak/internal/installers"
 	"github.com/offpeak/offpeak/internal/policy"
-	"github.com/offpeak/offpeak/internal/redact"
 )
 
-// policyOptions returns the options Load needs, including the config schemas
-// of the built-in plugins so their settings are checked with file and line.
+// policyOptions returns the options Load needs, including the built-in
+// plugins so their settings are checked with file and line.
 func (a *App) policyOptions(path string) policy.Options {
-	reg := builtin.New()
-	return policy.Options{
-		Path:   path,
-		Layout: a.Layout(),
-		Now:    a.Now(),
-		PluginConfig: func(kind, name string) any {
-			switch kind {
-			case "locker":
-				if l, ok := reg.Lockers[name]; ok && l.Config != nil {
-					return l.Config()
-				}
-			case "check":
-				if c, ok := reg.Checks[name]; ok && c.Config != nil {
-					return c.Config()
-				}
-			case "installer":
-				return installers.Config(name)
-			}
-			return nil
-		},
-	}
-}
-
-// secretKeys returns the keys a built-in plugin's config schema declares
-// secret (nil for a third-party plugin, whose settings are redacted by
-// name and shape only).
-func (a *App) secretKeys(kind, name string) []string {
-	return redact.KeysOf(a.policyOptions("").PluginConfig(kind, name))
+	return policy.Options{Path: path, Layout: a.Layout(), Now: a.Now(), Builtins: builtin.New()}
 }
 
 // LoadPolicy loads the policy named by --policy, or the search order.

@@ -3,7 +3,6 @@ package cli
 import (
 	"fmt"
 	"log/slog"
-	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -14,24 +13,10 @@ import (
 	"github.com/offpeak/offpeak/internal/paths"
 	"github.com/offpeak/offpeak/internal/pluginhost"
 	"github.com/offpeak/offpeak/internal/policy"
+	"github.com/offpeak/offpeak/internal/registry"
 	"github.com/offpeak/offpeak/internal/version"
 	"github.com/offpeak/offpeak/plugins"
 )
-
-// builtinKinds lists the registry's names by kind, for pluginhost.
-func builtinKinds(reg *builtin.Registry) map[plugins.Kind][]string {
-	out := map[plugins.Kind][]string{}
-	for n := range reg.Lockers {
-		out[plugins.KindLocker] = append(out[plugins.KindLocker], n)
-	}
-	for n := range reg.Checks {
-		out[plugins.KindCheck] = append(out[plugins.KindCheck], n)
-	}
-	for _, names := range out {
-		sort.Strings(names)
-	}
-	return out
-}
 
 // pluginManager builds the plugin host for this invocation: plugin dirs
 // below --root, built-ins served by re-executing this binary, and the
@@ -58,7 +43,7 @@ func (a *App) pluginManager(pol *policy.Policy) (*pluginhost.Manager, error) {
 	return pluginhost.New(pluginhost.Options{
 		Dirs:        a.Layout().PluginDirs(),
 		Exe:         exe,
-		Builtins:    builtinKinds(builtin.New()),
+		Builtins:    builtin.New().PluginKinds(),
 		Pins:        pins,
 		Env:         env,
 		Logger:      a.Logger,
@@ -79,24 +64,27 @@ func newPluginCmd(a *App) *cobra.Command {
 			kind, name := plugins.Kind(args[0]), args[1]
 			reg := builtin.New()
 			// Everything goes to the host, whose own log level filters it.
-			log := plugins.NewLogger(a.Stderr, slog.LevelDebug).With("builtin", name)
+			env := registry.Env{Log: plugins.NewLogger(a.Stderr, slog.LevelDebug).With("builtin", name), Root: a.Layout().Root, Join: a.Layout().Join}
 			opts := plugins.ServeOpts{Name: name, Version: version.Get().Version}
-			names := builtinKinds(reg)[kind]
+			var (
+				ok      bool
+				err     error
+				cleanup func()
+			)
 			switch kind {
 			case plugins.KindLocker:
-				l, ok := reg.Lockers[name]
-				if !ok {
-					return fmt.Errorf("no built-in locker %q (built-in lockers: %s)", name, strings.Join(names, ", "))
-				}
-				opts.Locker = l.New(log)
+				opts.Locker, cleanup, ok, err = reg.Lockers.New(cmd.Context(), name, env)
 			case plugins.KindCheck:
-				c, ok := reg.Checks[name]
-				if !ok {
-					return fmt.Errorf("no built-in check %q (built-in checks: %s)", name, strings.Join(names, ", "))
-				}
-				opts.HealthCheck = c.New(log)
+				opts.HealthCheck, cleanup, ok, err = reg.Checks.New(cmd.Context(), name, env)
 			default:
 				return fmt.Errorf("KIND must be %s or %s, not %q", plugins.KindLocker, plugins.KindCheck, kind)
+			}
+			if !ok {
+				return fmt.Errorf("no built-in %s %q (built-in %ss: %s)", kind, name, kind, strings.Join(reg.PluginKinds()[kind], ", "))
+			}
+			defer cleanup()
+			if err != nil {
+				return err
 			}
 			return plugins.Serve(opts)
 		},

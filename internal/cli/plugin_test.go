@@ -70,7 +70,7 @@ func TestPluginsList(t *testing.T) {
 		byName[p.Name] = p
 	}
 	reg := builtin.New()
-	for name := range reg.Lockers {
+	for _, name := range reg.Lockers.Names() {
 		if p := byName[name]; !p.Builtin || p.Answered || p.Path != missing {
 			t.Errorf("built-in %s: %+v", name, p)
 		}

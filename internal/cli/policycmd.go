@@ -8,6 +8,7 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/spf13/cobra"
 
+	"github.com/offpeak/offpeak/internal/builtin"
 	"github.com/offpeak/offpeak/internal/policy"
 )
 
@@ -53,7 +54,7 @@ func newPolicyCmd(a *App) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			redacted := p.Redacted(a.secretKeys)
+			redacted := p.Redacted(builtin.New().SecretKeys)
 			if output == "json" {
 				return WriteJSON(a.Stdout, redacted)
 			}

@@ -13,13 +13,14 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/offpeak/offpeak/installer"
+	"github.com/offpeak/offpeak/internal/builtin"
 	"github.com/offpeak/offpeak/internal/detect"
-	"github.com/offpeak/offpeak/internal/installers"
 	"github.com/offpeak/offpeak/internal/logind"
 	"github.com/offpeak/offpeak/internal/notify"
 	"github.com/offpeak/offpeak/internal/pluginhost"
 	"github.com/offpeak/offpeak/internal/policy"
 	"github.com/offpeak/offpeak/internal/reboot"
+	"github.com/offpeak/offpeak/internal/registry"
 	"github.com/offpeak/offpeak/internal/state"
 	"github.com/offpeak/offpeak/plugins"
 	"github.com/offpeak/offpeak/scheduler"
@@ -301,7 +302,21 @@ func (n webhookNotifier) Notify(ctx context.Context, ev scheduler.Event) error {
 	return n.w.Notify(ctx, notify.Event{Kind: notify.Kind(ev.Kind), Node: ev.Node, Group: ev.Group, Time: ev.Time, Reason: ev.Reason, Details: ev.Details})
 }
 
-// installerBackend builds the [installer] backend, or nil for "none".
+// installerBackend builds the [installer] backend, or nil for "none". The
+// func returned releases what the backend opened.
 func (a *App) installerBackend(ctx context.Context, pol *policy.Policy) (installer.Backend, func(), error) {
-	return installers.New(ctx, pol.Installer.Backend, pol.Installer.Config, a.Layout(), a.Logger)
+	raw, err := json.Marshal(pol.Installer.Config)
+	if err != nil {
+		return nil, func() {}, err
+	}
+	name := pol.Installer.Backend
+	if name == "" {
+		name = "none"
+	}
+	env := registry.Env{Log: a.Logger, Root: a.Layout().Root, Join: a.Layout().Join, Config: raw}
+	b, cleanup, ok, err := builtin.New().Installers.New(ctx, name, env)
+	if !ok {
+		return nil, cleanup, fmt.Errorf("unknown installer backend %q", name)
+	}
+	return b, cleanup, err
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/offpeak/offpeak/internal/cronspec"
 	"github.com/offpeak/offpeak/internal/paths"
+	"github.com/offpeak/offpeak/internal/registry"
 	"github.com/offpeak/offpeak/internal/safepath"
 )
 
@@ -28,10 +29,20 @@ type Options struct {
 	// Now is the reference time for "the schedule never fires"; zero means
 	// time.Now().
 	Now time.Time
-	// PluginConfig returns a pointer to a zero config struct (json tags) for
-	// a built-in plugin of kind "locker" or "check", or nil for an unknown
-	// (third-party) plugin whose settings pass unchecked.
-	PluginConfig func(kind, name string) any
+	// Builtins describes the built-in plugins, so that their settings are
+	// checked with file and line and [installer] backend is one of them.
+	// Nil checks neither.
+	Builtins Catalog
+}
+
+// Catalog is what validation needs to know of the built-in plugins.
+type Catalog interface {
+	// Schema returns a pointer to a new zero settings struct (json tags)
+	// for a built-in plugin, or nil for one that is not built in (a
+	// third-party plugin, whose settings pass unchecked).
+	Schema(kind registry.Kind, name string) any
+	// Names lists the built-ins of a kind.
+	Names(kind registry.Kind) []string
 }
 
 // listKeys are the arrays of tables and the key that makes a file append to

@@ -11,18 +11,6 @@ import (
 	_ "time/tzdata" // zone rules must not depend on the host
 )
 
-// Strategies, as in DESIGN.md.
-const (
-	StrategyOff        = "off"
-	StrategyReboot     = "reboot"
-	StrategyEtcdLock   = "etcd-lock"
-	StrategyBestEffort = "best-effort"
-	StrategyWindow     = "window"
-)
-
-// Strategies lists the valid strategy names.
-var Strategies = []string{StrategyOff, StrategyReboot, StrategyEtcdLock, StrategyBestEffort, StrategyWindow}
-
 // Policy is the effective, merged policy.
 type Policy struct {
 	Strategy  string               `toml:"strategy" json:"strategy"`

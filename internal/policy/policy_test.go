@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/offpeak/offpeak/internal/paths"
+	"github.com/offpeak/offpeak/internal/registry"
+	"github.com/offpeak/offpeak/strategies"
 )
 
 var refNow = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -36,7 +38,7 @@ func load(t *testing.T, root string) *Policy {
 
 func TestNoPolicyUsesDefault(t *testing.T) {
 	p := load(t, t.TempDir())
-	if p.Strategy != StrategyWindow || len(p.Windows) != 1 || p.Windows[0].Name != "nightly" || p.Lock.Plugin != "file" || len(p.Sources) != 0 {
+	if p.Strategy != strategies.Window || len(p.Windows) != 1 || p.Windows[0].Name != "nightly" || p.Lock.Plugin != "file" || len(p.Sources) != 0 {
 		t.Fatalf("unexpected default: %+v", p)
 	}
 	if p.Windows[0].Source.File != "" {
@@ -235,12 +237,12 @@ func TestPluginConfigChecked(t *testing.T) {
 		Endpoints []string `json:"endpoints"`
 		Prefix    string   `json:"prefix"`
 	}
-	opts := Options{Now: refNow, PluginConfig: func(kind, name string) any {
-		if kind == "locker" && name == "etcd" {
+	opts := Options{Now: refNow, Builtins: catalog(func(kind registry.Kind, name string) any {
+		if kind == registry.KindLocker && name == "etcd" {
 			return &etcdConfig{}
 		}
 		return nil
-	}}
+	})}
 	src := "[lock]\nplugin = \"etcd\"\n[lock.config]\nendpoint = [\"x\"]\nprefix = 3\n"
 	_, err := Parse("p.toml", []byte(src), opts)
 	var errs Errors
@@ -258,6 +260,12 @@ func TestPluginConfigChecked(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// catalog is a Catalog of one schema function and no names.
+type catalog func(kind registry.Kind, name string) any
+
+func (c catalog) Schema(kind registry.Kind, name string) any { return c(kind, name) }
+func (c catalog) Names(registry.Kind) []string               { return nil }
 
 func TestBadFileKeepsNothing(t *testing.T) {
 	// A later bad file fails the whole load; the caller keeps its old policy.

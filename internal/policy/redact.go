@@ -5,31 +5,31 @@ import (
 	"slices"
 
 	"github.com/offpeak/offpeak/internal/redact"
+	"github.com/offpeak/offpeak/internal/registry"
 )
 
 // Redacted returns a copy of p fit to print (`policy show`): the values of
-// the keys each plugin's schema declares secret (secretKeys, by kind
-// "locker", "check" or "installer" and plugin name, as Options.PluginConfig
-// is asked), of keys named like secrets, the webhook's headers, and the
+// the keys each plugin's schema declares secret (secretKeys, by kind and
+// plugin name), of keys named like secrets, the webhook's headers, and the
 // credentials redact.String finds in every other setting are replaced by
 // redact.Mask. p is not changed.
-func (p *Policy) Redacted(secretKeys func(kind, name string) []string) *Policy {
+func (p *Policy) Redacted(secretKeys func(kind registry.Kind, name string) []string) *Policy {
 	if secretKeys == nil {
-		secretKeys = func(string, string) []string { return nil }
+		secretKeys = func(registry.Kind, string) []string { return nil }
 	}
 	out := *p
 	out.Node.ID, out.Node.Hostname = redact.String(p.Node.ID), redact.String(p.Node.Hostname)
-	out.Lock.Config = redact.Config(p.Lock.Config, secretKeys("locker", p.Lock.Plugin))
+	out.Lock.Config = redact.Config(p.Lock.Config, secretKeys(registry.KindLocker, p.Lock.Plugin))
 	out.Health = slices.Clone(p.Health)
 	for i, h := range out.Health {
-		out.Health[i].Config = redact.Config(h.Config, secretKeys("check", h.Plugin))
+		out.Health[i].Config = redact.Config(h.Config, secretKeys(registry.KindCheck, h.Plugin))
 	}
 	out.Detect = slices.Clone(p.Detect)
 	for i, d := range out.Detect {
 		out.Detect[i].Path = redact.String(d.Path)
 		out.Detect[i].Argv = redact.Value(d.Argv, false).([]string)
 	}
-	out.Installer.Config = redact.Config(p.Installer.Config, secretKeys("installer", p.Installer.Backend))
+	out.Installer.Config = redact.Config(p.Installer.Config, secretKeys(registry.KindInstaller, p.Installer.Backend))
 	out.Reboot.Message = redact.String(p.Reboot.Message)
 	out.Notify.Webhook = redact.String(p.Notify.Webhook)
 	out.Notify.CAFile = redact.String(p.Notify.CAFile)

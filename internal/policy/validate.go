@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/offpeak/offpeak/internal/cronspec"
+	"github.com/offpeak/offpeak/internal/registry"
+	"github.com/offpeak/offpeak/strategies"
 )
 
 var (
@@ -26,9 +28,6 @@ var (
 
 // MaxNotifyTimeout bounds [notify] timeout, per webhook attempt.
 const MaxNotifyTimeout = time.Minute
-
-// Installer backends offpeak knows.
-var Backends = []string{"none", "sentinel", "gpt", "update-engine", "rpm-ostree", "bootc"}
 
 // has reports whether the file set the key at path (dot-separated).
 func has(m map[string]any, path ...string) bool {
@@ -67,8 +66,8 @@ func entry(m map[string]any, key string, i int) map[string]any {
 
 // validateFile checks the values one file sets, beyond their types.
 func (c *collector) validateFile(p *Policy, m map[string]any, opts Options) {
-	if has(m, "strategy") && !slices.Contains(Strategies, p.Strategy) {
-		c.addf("strategy", "unknown strategy %q; valid: %s%s", p.Strategy, strings.Join(Strategies, ", "), didYouMean(p.Strategy, Strategies))
+	if names := strategies.Names(); has(m, "strategy") && !slices.Contains(names, p.Strategy) {
+		c.addf("strategy", "unknown strategy %q; valid: %s%s", p.Strategy, strings.Join(names, ", "), didYouMean(p.Strategy, names))
 	}
 	if has(m, "node", "group") && !groupRe.MatchString(p.Node.Group) {
 		c.addf("node.group", "%q is not a valid group name (letters, digits, '.', '_', '-'; at most 63)", p.Node.Group)
@@ -116,7 +115,7 @@ func (c *collector) validateFile(p *Policy, m map[string]any, opts Options) {
 		if plugin == "" {
 			plugin = "file"
 		}
-		c.validatePluginConfig("lock.config", "locker", plugin, p.Lock.Config, opts)
+		c.validatePluginConfig("lock.config", registry.KindLocker, plugin, p.Lock.Config, opts)
 	}
 	names := map[string]int{}
 	for i, h := range p.Health {
@@ -146,7 +145,7 @@ func (c *collector) validateFile(p *Policy, m map[string]any, opts Options) {
 			c.addf(path+".timeout", "must be positive")
 		}
 		if h.Plugin != "" {
-			c.validatePluginConfig(path+".config", "check", h.Plugin, h.Config, opts)
+			c.validatePluginConfig(path+".config", registry.KindCheck, h.Plugin, h.Config, opts)
 		}
 	}
 	for i, d := range p.Detect {
@@ -169,15 +168,15 @@ func (c *collector) validateFile(p *Policy, m map[string]any, opts Options) {
 			c.addf(path+".kind", "must be one of %s, not %q%s", strings.Join(kinds, ", "), d.Kind, didYouMean(d.Kind, kinds))
 		}
 	}
-	if has(m, "installer", "backend") && !slices.Contains(Backends, p.Installer.Backend) {
-		c.addf("installer.backend", "unknown backend %q; valid: %s%s", p.Installer.Backend, strings.Join(Backends, ", "), didYouMean(p.Installer.Backend, Backends))
+	if backends := opts.backends(); has(m, "installer", "backend") && backends != nil && !slices.Contains(backends, p.Installer.Backend) {
+		c.addf("installer.backend", "unknown backend %q; valid: %s%s", p.Installer.Backend, strings.Join(backends, ", "), didYouMean(p.Installer.Backend, backends))
 	}
 	if has(m, "installer", "config") {
 		backend := p.Installer.Backend
 		if backend == "" {
 			backend = "none"
 		}
-		c.validatePluginConfig("installer.config", "installer", backend, p.Installer.Config, opts)
+		c.validatePluginConfig("installer.config", registry.KindInstaller, backend, p.Installer.Config, opts)
 	}
 	if has(m, "reboot", "method") && p.Reboot.Method != "logind" && p.Reboot.Method != "systemctl" {
 		c.addf("reboot.method", "must be \"logind\" or \"systemctl\", not %q", p.Reboot.Method)
@@ -253,11 +252,11 @@ func (c *collector) validateZone(path, name string) {
 // validatePluginConfig checks a built-in plugin's settings against its
 // config struct: unknown keys (with a suggestion) and mistyped values, each
 // reported separately.
-func (c *collector) validatePluginConfig(path, kind, plugin string, cfg map[string]any, opts Options) {
-	if opts.PluginConfig == nil || len(cfg) == 0 {
+func (c *collector) validatePluginConfig(path string, kind registry.Kind, plugin string, cfg map[string]any, opts Options) {
+	if opts.Builtins == nil || len(cfg) == 0 {
 		return
 	}
-	proto := opts.PluginConfig(kind, plugin)
+	proto := opts.Builtins.Schema(kind, plugin)
 	if proto == nil {
 		return
 	}
@@ -301,6 +300,15 @@ func (c *collector) validatePluginConfig(path, kind, plugin string, cfg map[stri
 	}
 }
 
+// backends lists the installer backends, or nil when the built-ins are not
+// known.
+func (o Options) backends() []string {
+	if o.Builtins == nil {
+		return nil
+	}
+	return o.Builtins.Names(registry.KindInstaller)
+}
+
 func jsonTypeName(t reflect.Type) string {
 	switch t.Kind() {
 	case reflect.String:
@@ -336,7 +344,7 @@ func (p *Policy) validateMerged(origin map[string]Source) Errors {
 		s := origin[path]
 		return s.File, s.Line
 	}
-	if p.Strategy == StrategyWindow && len(p.Windows) == 0 {
+	if p.Strategy == strategies.Window && len(p.Windows) == 0 {
 		f, l := at("strategy")
 		errs = append(errs, FieldError{File: f, Line: l, Key: "window", Msg: "strategy \"window\" needs at least one [[window]]"})
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/offpeak/offpeak/internal/paths"
 	"github.com/offpeak/offpeak/internal/policy"
 	"github.com/offpeak/offpeak/scheduler"
+	"github.com/offpeak/offpeak/strategies"
 )
 
 func TestOnCalendarRendering(t *testing.T) {
@@ -108,7 +109,7 @@ func TestTimerOptionsValidated(t *testing.T) {
 
 func TestTimerWithoutWindowGate(t *testing.T) {
 	pol := loadPolicy(t, "")
-	pol.Strategy = policy.StrategyEtcdLock
+	pol.Strategy = strategies.EtcdLock
 	got, err := Timer(pol, TimerOptions{Every: 10 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
@@ -334,7 +335,7 @@ func TestGeneratedTimersVerify(t *testing.T) {
 		)
 	}
 	noWindow := loadPolicy(t, "")
-	noWindow.Strategy = policy.StrategyEtcdLock
+	noWindow.Strategy = strategies.EtcdLock
 	variants = append(variants, variant{"etcd-lock", noWindow, TimerOptions{Every: 15 * time.Minute}})
 	// Windows whose clock changes need dated lines in UTC.
 	now := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)

@@ -33,6 +33,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/offpeak/offpeak/internal/redact"
+	"github.com/offpeak/offpeak/internal/registry"
 	"github.com/offpeak/offpeak/lockers/etcd/semaphore"
 	"github.com/offpeak/offpeak/plugins"
 )
@@ -91,6 +92,11 @@ func newLocker(log *slog.Logger) *Locker {
 	l := &Locker{log: log, block: maxBlock}
 	l.ops = semaphore.Ops{Name: "consul", Log: log, Now: time.Now, Open: l.open}
 	return l
+}
+
+// Module registers the consul locker with offpeak's built-ins.
+func Module() registry.Module[plugins.Locker] {
+	return registry.Module[plugins.Locker]{Name: "consul", Config: func() any { return &Config{} }, New: registry.Logged(New)}
 }
 
 // Configure validates the settings and builds the API client (no request

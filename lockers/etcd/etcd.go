@@ -33,6 +33,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/offpeak/offpeak/internal/redact"
+	"github.com/offpeak/offpeak/internal/registry"
 	"github.com/offpeak/offpeak/lockers/etcd/semaphore"
 	"github.com/offpeak/offpeak/plugins"
 )
@@ -88,6 +89,11 @@ func newLocker(log *slog.Logger) *Locker {
 	l := &Locker{log: log}
 	l.ops = semaphore.Ops{Name: "etcd", Log: log, Now: time.Now, Open: l.open}
 	return l
+}
+
+// Module registers the etcd locker with offpeak's built-ins.
+func Module() registry.Module[plugins.Locker] {
+	return registry.Module[plugins.Locker]{Name: "etcd", Config: func() any { return &Config{} }, New: registry.Logged(New)}
 }
 
 // Configure validates cfg. The client is created on first use, so an

@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/offpeak/offpeak/internal/registry"
 	"github.com/offpeak/offpeak/internal/state"
 	"github.com/offpeak/offpeak/plugins"
 )
@@ -78,6 +79,11 @@ func New(log *slog.Logger) plugins.Locker {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Locker{log: log, now: time.Now, poll: 250 * time.Millisecond}
+}
+
+// Module registers the file locker with offpeak's built-ins.
+func Module() registry.Module[plugins.Locker] {
+	return registry.Module[plugins.Locker]{Name: "file", Config: func() any { return &Config{} }, New: registry.Logged(New)}
 }
 
 // Configure sets the directory.

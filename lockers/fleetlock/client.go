@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/offpeak/offpeak/internal/redact"
+	"github.com/offpeak/offpeak/internal/registry"
 	"github.com/offpeak/offpeak/internal/tlsutil"
 	"github.com/offpeak/offpeak/plugins"
 )
@@ -92,6 +93,11 @@ func newLocker(log *slog.Logger) *Locker {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Locker{log: log, random: rand.Float64, sleep: sleepCtx}
+}
+
+// Module registers the fleetlock locker with offpeak's built-ins.
+func Module() registry.Module[plugins.Locker] {
+	return registry.Module[plugins.Locker]{Name: "fleetlock", Config: func() any { return &Config{} }, New: registry.Logged(New)}
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

@@ -34,6 +34,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/offpeak/offpeak/internal/checks/checkutil"
+	"github.com/offpeak/offpeak/internal/registry"
 	"github.com/offpeak/offpeak/plugins"
 )
 
@@ -148,6 +149,11 @@ type Check struct {
 // New returns the exec check.
 func New(log *slog.Logger) plugins.HealthCheck {
 	return &Check{Base: checkutil.NewBase(log), Getenv: os.Getenv}
+}
+
+// Module registers the exec health check with offpeak's built-ins.
+func Module() registry.Module[plugins.HealthCheck] {
+	return registry.Module[plugins.HealthCheck]{Name: "exec", Config: func() any { return &Config{} }, New: registry.Logged(New)}
 }
 
 // Check runs the configured command once.

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/offpeak/offpeak/internal/checks/checkutil"
+	"github.com/offpeak/offpeak/internal/registry"
 	"github.com/offpeak/offpeak/plugins"
 )
 
@@ -61,6 +62,11 @@ type Check struct {
 // New returns the http check.
 func New(log *slog.Logger) plugins.HealthCheck {
 	return &Check{Base: checkutil.NewBase(log)}
+}
+
+// Module registers the http health check with offpeak's built-ins.
+func Module() registry.Module[plugins.HealthCheck] {
+	return registry.Module[plugins.HealthCheck]{Name: "http", Config: func() any { return &Config{} }, New: registry.Logged(New)}
 }
 
 // prepared is a validated Config ready to send.

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/offpeak/offpeak/internal/checks/checkutil"
+	"github.com/offpeak/offpeak/internal/registry"
 	"github.com/offpeak/offpeak/plugins"
 )
 
@@ -161,6 +162,11 @@ type Check struct {
 // New returns the prometheus check.
 func New(log *slog.Logger) plugins.HealthCheck {
 	return &Check{Base: checkutil.NewBase(log)}
+}
+
+// Module registers the prometheus health check with offpeak's built-ins.
+func Module() registry.Module[plugins.HealthCheck] {
+	return registry.Module[plugins.HealthCheck]{Name: "prometheus", Config: func() any { return &Config{} }, New: registry.Logged(New)}
 }
 
 type prepared struct {

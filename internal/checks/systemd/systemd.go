@@ -12,6 +12,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/offpeak/offpeak/internal/checks/checkutil"
+	"github.com/offpeak/offpeak/internal/registry"
 	"github.com/offpeak/offpeak/plugins"
 )
 
@@ -34,6 +35,11 @@ type Check struct {
 // New returns the check.
 func New(log *slog.Logger) plugins.HealthCheck {
 	return &Check{Base: checkutil.NewBase(log)}
+}
+
+// Module registers the systemd health check with offpeak's built-ins.
+func Module() registry.Module[plugins.HealthCheck] {
+	return registry.Module[plugins.HealthCheck]{Name: "systemd", Config: func() any { return &Config{} }, New: registry.Logged(New)}
 }
 
 // systemd's D-Bus names for the one call the check makes.

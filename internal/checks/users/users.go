@@ -13,6 +13,7 @@ import (
 
 	"github.com/offpeak/offpeak/internal/checks/checkutil"
 	"github.com/offpeak/offpeak/internal/logind"
+	"github.com/offpeak/offpeak/internal/registry"
 	"github.com/offpeak/offpeak/plugins"
 )
 
@@ -38,6 +39,11 @@ type Check struct {
 // New returns the check.
 func New(log *slog.Logger) plugins.HealthCheck {
 	return &Check{Base: checkutil.NewBase(log)}
+}
+
+// Module registers the users health check with offpeak's built-ins.
+func Module() registry.Module[plugins.HealthCheck] {
+	return registry.Module[plugins.HealthCheck]{Name: "users", Config: func() any { return &Config{} }, New: registry.Logged(New)}
 }
 
 // Check lists logind sessions. It fails while an interactive session of a
