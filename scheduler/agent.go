@@ -14,10 +14,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/offpeak/offpeak/internal/policy"
 	"github.com/offpeak/offpeak/internal/printable"
 	"github.com/offpeak/offpeak/internal/redact"
 	"github.com/offpeak/offpeak/plugins"
+	"github.com/offpeak/offpeak/scheduler/policy"
 	"github.com/offpeak/offpeak/strategies"
 )
 
@@ -202,7 +202,7 @@ func compile(p *policy.Policy, locker Locker) (*Calendar, strategies.Gates, erro
 	if p == nil {
 		return nil, strategies.Gates{}, errors.New("agent: no policy")
 	}
-	cal, err := NewCalendar(p)
+	cal, err := NewCalendar(p.Windows, p.Blackouts)
 	if err != nil {
 		return nil, strategies.Gates{}, err
 	}

@@ -10,11 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/offpeak/offpeak/internal/policy"
+	"github.com/offpeak/offpeak/internal/policyload"
 	"github.com/offpeak/offpeak/internal/state"
 	filelocker "github.com/offpeak/offpeak/lockers/file"
 	"github.com/offpeak/offpeak/plugins"
 	"github.com/offpeak/offpeak/scheduler"
+	"github.com/offpeak/offpeak/scheduler/policy"
 )
 
 // node is one simulated host: its boot id, staged flag and reboot count.
@@ -86,7 +87,7 @@ grace = "1m"
 
 func mustPolicy(t *testing.T, src string) *policy.Policy {
 	t.Helper()
-	p, err := policy.Parse("test.toml", []byte(src), policy.Options{Now: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)})
+	p, err := policyload.Parse("test.toml", []byte(src), policyload.Options{Now: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"github.com/offpeak/offpeak/internal/cronspec"
-	"github.com/offpeak/offpeak/internal/policy"
+	"github.com/offpeak/offpeak/scheduler/policy"
 )
 
 // Window is one opening of the calendar: overlapping windows merged into one,
@@ -55,10 +55,12 @@ type spec struct {
 	cutoff time.Duration
 }
 
-// NewCalendar compiles a policy's windows and blackouts.
-func NewCalendar(p *policy.Policy) (*Calendar, error) {
+// NewCalendar compiles windows and blackouts (a policy's Windows and
+// Blackouts, or values built by hand). A window needs a cron start, a
+// positive duration and a cutoff shorter than it; its zone defaults to UTC.
+func NewCalendar(windows []policy.Window, blackouts []policy.Blackout) (*Calendar, error) {
 	c := &Calendar{}
-	for i, w := range p.Windows {
+	for i, w := range windows {
 		sched, err := cronspec.Parse(w.Start)
 		if err != nil {
 			return nil, fmt.Errorf("window %d (%s): %w", i, w.Name, err)
@@ -77,7 +79,7 @@ func NewCalendar(p *policy.Policy) (*Calendar, error) {
 		c.specs = append(c.specs, spec{name: name, sched: sched, loc: loc, dur: w.Duration.D(), cutoff: w.Cutoff.D()})
 		c.maxDur = max(c.maxDur, w.Duration.D())
 	}
-	c.blackouts = slices.Clone(p.Blackouts)
+	c.blackouts = slices.Clone(blackouts)
 	sort.Slice(c.blackouts, func(i, j int) bool { return c.blackouts[i].From.Before(c.blackouts[j].From) })
 	return c, nil
 }

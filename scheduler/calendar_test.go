@@ -8,7 +8,7 @@ import (
 
 	"github.com/robfig/cron/v3"
 
-	"github.com/offpeak/offpeak/internal/policy"
+	"github.com/offpeak/offpeak/internal/policyload"
 )
 
 func mustTime(t *testing.T, s string) time.Time {
@@ -22,11 +22,11 @@ func mustTime(t *testing.T, s string) time.Time {
 
 func calendar(t *testing.T, src string) *Calendar {
 	t.Helper()
-	p, err := policy.Parse("test.toml", []byte(src), policy.Options{Now: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)})
+	p, err := policyload.Parse("test.toml", []byte(src), policyload.Options{Now: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)})
 	if err != nil {
 		t.Fatalf("policy: %v", err)
 	}
-	c, err := NewCalendar(p)
+	c, err := NewCalendar(p.Windows, p.Blackouts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,11 +229,11 @@ func BenchmarkNext1000Windows(b *testing.B) {
 	for _, s := range specs {
 		src += win(s.name, s.start, s.dur, s.tz, s.cutoff)
 	}
-	p, err := policy.Parse("bench.toml", []byte(src), policy.Options{})
+	p, err := policyload.Parse("bench.toml", []byte(src), policyload.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	c, err := NewCalendar(p)
+	c, err := NewCalendar(p.Windows, p.Blackouts)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -279,11 +279,11 @@ func BenchmarkNext1000Windows(b *testing.B) {
 
 // BenchmarkAllowed is the per-pass cost the agent pays several times.
 func BenchmarkAllowed(b *testing.B) {
-	p, err := policy.Parse("bench.toml", []byte(win("a", "0 2 * * 1-5", "3h", "Europe/Berlin", "30m")+win("b", "0 6 * * 0", "4h", "Europe/Berlin", "30m")), policy.Options{})
+	p, err := policyload.Parse("bench.toml", []byte(win("a", "0 2 * * 1-5", "3h", "Europe/Berlin", "30m")+win("b", "0 6 * * 0", "4h", "Europe/Berlin", "30m")), policyload.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	c, err := NewCalendar(p)
+	c, err := NewCalendar(p.Windows, p.Blackouts)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/offpeak/offpeak/internal/policy"
+	"github.com/offpeak/offpeak/scheduler/policy"
 )
 
 // ErrSlotHeld means a reload was refused because the node holds a slot that

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 
 	"github.com/offpeak/offpeak/installer"
-	"github.com/offpeak/offpeak/internal/paths"
 	"github.com/offpeak/offpeak/internal/registry"
 )
 
@@ -37,16 +36,17 @@ var ErrNoImage = errors.New("no image configured")
 
 // Backend is the native GPT A/B installer.
 type Backend struct {
-	cfg    Config
-	layout paths.Layout
-	log    *slog.Logger
+	cfg  Config
+	join func(string) string
+	log  *slog.Logger
 }
 
 var _ installer.Backend = (*Backend)(nil)
 
-// NewBackend checks cfg and returns the backend. layout places
-// /proc/cmdline below the configured root.
-func NewBackend(cfg Config, layout paths.Layout, log *slog.Logger) (*Backend, error) {
+// NewBackend checks cfg and returns the backend. join places the system
+// paths it reads and writes (DefaultCmdline, DefaultRecordDir) below a root,
+// as offpeak's --root does; nil uses them as they are.
+func NewBackend(cfg Config, join func(string) string, log *slog.Logger) (*Backend, error) {
 	if cfg.Disk == "" {
 		return nil, fmt.Errorf("%w: gpt installer needs a disk", ErrInvalidArgument)
 	}
@@ -61,13 +61,16 @@ func NewBackend(cfg Config, layout paths.Layout, log *slog.Logger) (*Backend, er
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Backend{cfg: cfg, layout: layout, log: log}, nil
+	if join == nil {
+		join = func(p string) string { return p }
+	}
+	return &Backend{cfg: cfg, join: join, log: log}, nil
 }
 
 // Module registers the gpt backend with offpeak's built-ins.
 func Module() registry.Module[installer.Backend] {
 	return installer.NewModule("gpt", func(_ context.Context, env registry.Env, c *Config) (installer.Backend, func(), error) {
-		b, err := NewBackend(*c, paths.Layout{Root: env.Root}, env.Log)
+		b, err := NewBackend(*c, env.Join, env.Log)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -79,7 +82,7 @@ func Module() registry.Module[installer.Backend] {
 func (b *Backend) Name() string { return "gpt" }
 
 func (b *Backend) target() Target {
-	return Target{Disk: b.cfg.Disk, Booted: b.cfg.Booted, CmdlinePath: b.layout.Join(DefaultCmdline), RecordDir: b.layout.InstallRecordDir()}
+	return Target{Disk: b.cfg.Disk, Booted: b.cfg.Booted, CmdlinePath: b.join(DefaultCmdline), RecordDir: b.join(DefaultRecordDir)}
 }
 
 // Status reports the staged update. The slots carry no version, so the

@@ -43,7 +43,7 @@ func TestBackendLifecycle(t *testing.T) {
 	if err := plugins.DecodeConfig(raw, &cfg); err != nil {
 		t.Fatal(err)
 	}
-	be, err := NewBackend(cfg, layout, nil)
+	be, err := NewBackend(cfg, layout.Join, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,11 +99,11 @@ func TestBackendConfigErrors(t *testing.T) {
 		"sig without key": {Disk: "/dev/null", Sig: "/s"},
 		"key without sig": {Disk: "/dev/null", PubKey: "/k"},
 	} {
-		if _, err := NewBackend(cfg, paths.Layout{}, nil); !errors.Is(err, ErrInvalidArgument) {
+		if _, err := NewBackend(cfg, nil, nil); !errors.Is(err, ErrInvalidArgument) {
 			t.Errorf("%s: %v, want ErrInvalidArgument", name, err)
 		}
 	}
-	be, err := NewBackend(Config{Disk: "/nonexistent"}, paths.Layout{}, nil)
+	be, err := NewBackend(Config{Disk: "/nonexistent"}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,5 +116,16 @@ func TestBackendConfigErrors(t *testing.T) {
 	var cfg Config
 	if err := plugins.DecodeConfig([]byte(`{"disk":"/dev/vda","imgae":"x"}`), &cfg); err == nil {
 		t.Error("unknown key accepted")
+	}
+}
+
+// TestDefaultRecordDirIsTheStateDirs: the backend, given offpeak's join,
+// keeps its install records where `offpeak install` and `status` look.
+func TestDefaultRecordDirIsTheStateDirs(t *testing.T) {
+	for _, root := range []string{"", "/", "/tmp/r"} {
+		l := paths.Layout{Root: root}
+		if got, want := l.Join(DefaultRecordDir), l.InstallRecordDir(); got != want {
+			t.Errorf("root %q: %s, want %s", root, got, want)
+		}
 	}
 }

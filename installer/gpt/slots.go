@@ -33,6 +33,10 @@ const (
 // DefaultCmdline is where the booted /usr is read from when not configured.
 const DefaultCmdline = "/proc/cmdline"
 
+// DefaultRecordDir keeps the outcome of the last install into each slot
+// (see InstallRecords).
+const DefaultRecordDir = "/var/lib/offpeak/install"
+
 // Target names the disk and how to find the booted slot.
 type Target struct {
 	Disk string

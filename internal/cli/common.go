@@ -7,18 +7,19 @@ import (
 	"strings"
 
 	"github.com/offpeak/offpeak/internal/builtin"
-	"github.com/offpeak/offpeak/internal/policy"
+	"github.com/offpeak/offpeak/internal/policyload"
+	"github.com/offpeak/offpeak/scheduler/policy"
 )
 
 // policyOptions returns the options Load needs, including the built-in
 // plugins so their settings are checked with file and line.
-func (a *App) policyOptions(path string) policy.Options {
-	return policy.Options{Path: path, Layout: a.Layout(), Now: a.Now(), Builtins: builtin.New()}
+func (a *App) policyOptions(path string) policyload.Options {
+	return policyload.Options{Path: path, Layout: a.Layout(), Now: a.Now(), Builtins: builtin.New()}
 }
 
 // LoadPolicy loads the policy named by --policy, or the search order.
 func (a *App) LoadPolicy(path string) (*policy.Policy, error) {
-	return policy.Load(a.policyOptions(path))
+	return policyload.Load(a.policyOptions(path))
 }
 
 // CheckOutput validates an --output value.

@@ -91,7 +91,7 @@ func (a *App) runFleetlockServe(ctx context.Context, f fleetlockServeFlags) erro
 	cfg := fleetlock.ServerConfig{Locker: l, Logger: a.Logger, Group: fleetlock.Groups(groups), StaleAfter: pol.Lock.StaleAfter.D(),
 		AdminToken: token, Now: a.Now}
 	if !f.ignoreWindows && pol.Strategy == "window" {
-		cal, err := scheduler.NewCalendar(pol)
+		cal, err := scheduler.NewCalendar(pol.Windows, pol.Blackouts)
 		if err != nil {
 			return err
 		}

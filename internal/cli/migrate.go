@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/offpeak/offpeak/internal/migrate"
-	"github.com/offpeak/offpeak/internal/policy"
+	"github.com/offpeak/offpeak/internal/policyload"
 	"github.com/offpeak/offpeak/internal/state"
 )
 
@@ -61,7 +61,7 @@ func newMigrateCmd(a *App) *cobra.Command {
 				return err
 			}
 			// The policy must load as written; a failure here is offpeak's bug.
-			if _, err := policy.Parse("(migrated policy)", res.Policy, a.policyOptions("")); err != nil {
+			if _, err := policyload.Parse("(migrated policy)", res.Policy, a.policyOptions("")); err != nil {
 				return fmt.Errorf("the migrated policy does not validate (please report this): %w", err)
 			}
 			if outFile != "" {

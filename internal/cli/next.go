@@ -49,7 +49,7 @@ func newNextCmd(a *App) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cal, err := scheduler.NewCalendar(p)
+			cal, err := scheduler.NewCalendar(p.Windows, p.Blackouts)
 			if err != nil {
 				return err
 			}

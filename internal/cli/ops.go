@@ -17,10 +17,10 @@ import (
 
 	"github.com/offpeak/offpeak/internal/coordinator"
 	"github.com/offpeak/offpeak/internal/metrics"
-	"github.com/offpeak/offpeak/internal/policy"
 	"github.com/offpeak/offpeak/internal/sdnotify"
 	"github.com/offpeak/offpeak/internal/state"
 	"github.com/offpeak/offpeak/scheduler"
+	"github.com/offpeak/offpeak/scheduler/policy"
 )
 
 // opsFlags are the agent's operational flags (metrics, systemd).

@@ -12,10 +12,10 @@ import (
 	"github.com/offpeak/offpeak/internal/builtin"
 	"github.com/offpeak/offpeak/internal/paths"
 	"github.com/offpeak/offpeak/internal/pluginhost"
-	"github.com/offpeak/offpeak/internal/policy"
 	"github.com/offpeak/offpeak/internal/registry"
 	"github.com/offpeak/offpeak/internal/version"
 	"github.com/offpeak/offpeak/plugins"
+	"github.com/offpeak/offpeak/scheduler/policy"
 )
 
 // pluginManager builds the plugin host for this invocation: plugin dirs

@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/offpeak/offpeak/internal/builtin"
-	"github.com/offpeak/offpeak/internal/policy"
+	"github.com/offpeak/offpeak/internal/policyload"
 )
 
 func newPolicyCmd(a *App) *cobra.Command {
@@ -22,7 +22,7 @@ func newPolicyCmd(a *App) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			p, err := a.LoadPolicy(policyPath)
 			if err != nil {
-				var errs policy.Errors
+				var errs policyload.Errors
 				if errors.As(err, &errs) {
 					for _, e := range errs {
 						fmt.Fprintln(a.Stdout, e.Error())
@@ -54,7 +54,7 @@ func newPolicyCmd(a *App) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			redacted := p.Redacted(builtin.New().SecretKeys)
+			redacted := policyload.Redacted(p, builtin.New().SecretKeys)
 			if output == "json" {
 				return WriteJSON(a.Stdout, redacted)
 			}

@@ -18,12 +18,12 @@ import (
 	"github.com/offpeak/offpeak/internal/logind"
 	"github.com/offpeak/offpeak/internal/notify"
 	"github.com/offpeak/offpeak/internal/pluginhost"
-	"github.com/offpeak/offpeak/internal/policy"
 	"github.com/offpeak/offpeak/internal/reboot"
 	"github.com/offpeak/offpeak/internal/registry"
 	"github.com/offpeak/offpeak/internal/state"
 	"github.com/offpeak/offpeak/plugins"
 	"github.com/offpeak/offpeak/scheduler"
+	"github.com/offpeak/offpeak/scheduler/policy"
 	"github.com/offpeak/offpeak/strategies"
 )
 

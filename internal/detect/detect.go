@@ -14,9 +14,9 @@ import (
 
 	"github.com/offpeak/offpeak/installer"
 	"github.com/offpeak/offpeak/internal/paths"
-	"github.com/offpeak/offpeak/internal/policy"
 	"github.com/offpeak/offpeak/internal/redact"
 	"github.com/offpeak/offpeak/scheduler"
+	"github.com/offpeak/offpeak/scheduler/policy"
 )
 
 // StatusSource is the installer side of kind "installer".

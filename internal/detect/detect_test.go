@@ -10,8 +10,8 @@ import (
 
 	"github.com/offpeak/offpeak/installer"
 	"github.com/offpeak/offpeak/internal/paths"
-	"github.com/offpeak/offpeak/internal/policy"
 	"github.com/offpeak/offpeak/scheduler"
+	"github.com/offpeak/offpeak/scheduler/policy"
 )
 
 type fakeInstaller struct {

@@ -9,8 +9,9 @@ import (
 	"time"
 
 	"github.com/offpeak/offpeak/internal/migrate"
-	"github.com/offpeak/offpeak/internal/policy"
+	"github.com/offpeak/offpeak/internal/policyload"
 	"github.com/offpeak/offpeak/scheduler"
+	"github.com/offpeak/offpeak/scheduler/policy"
 )
 
 // notesNow dates the clock-change notes: the next changes after it are
@@ -38,11 +39,11 @@ func inline(name, text string) []migrate.Source {
 // calendar, as `offpeak next` does.
 func load(t *testing.T, res *migrate.Result) (*policy.Policy, *scheduler.Calendar) {
 	t.Helper()
-	p, err := policy.Parse("migrated.toml", res.Policy, policy.Options{Now: notesNow})
+	p, err := policyload.Parse("migrated.toml", res.Policy, policyload.Options{Now: notesNow})
 	if err != nil {
 		t.Fatalf("migrated policy does not validate: %v\n%s", err, res.Policy)
 	}
-	cal, err := scheduler.NewCalendar(p)
+	cal, err := scheduler.NewCalendar(p.Windows, p.Blackouts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/offpeak/offpeak/internal/migrate"
-	"github.com/offpeak/offpeak/internal/policy"
+	"github.com/offpeak/offpeak/internal/policyload"
 )
 
 // fuzzMigration feeds arbitrary source files to a migration: it must never
@@ -33,7 +33,7 @@ func fuzzMigration(f *testing.F, tool string, seeds ...string) {
 			}
 			return
 		}
-		if _, err := policy.Parse("migrated.toml", res.Policy, policy.Options{Now: notesNow}); err != nil {
+		if _, err := policyload.Parse("migrated.toml", res.Policy, policyload.Options{Now: notesNow}); err != nil {
 			tt.Fatalf("invalid policy from %q: %v\n%s", data, err, res.Policy)
 		}
 	})

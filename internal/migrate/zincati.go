@@ -11,7 +11,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
-	"github.com/offpeak/offpeak/internal/policy"
+	"github.com/offpeak/offpeak/internal/policyload"
 )
 
 // zincati's FleetLock id is this application id over /etc/machine-id.
@@ -80,7 +80,7 @@ func readZincati(srcs []Source) (*zincatiConfig, []Note, error) {
 	var ignored []Note
 	for _, src := range srcs {
 		text := string(src.Data)
-		lineOf := policy.KeyLines(text)
+		lineOf := policyload.KeyLines(text)
 		var m map[string]any
 		if _, err := toml.Decode(text, &m); err != nil {
 			var pe toml.ParseError

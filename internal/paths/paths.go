@@ -43,7 +43,8 @@ func (l Layout) LockDir() string         { return filepath.Join(l.StateDir(), "l
 func (l Layout) MachineIDFile() string   { return l.Join("/etc/machine-id") }
 func (l Layout) BootIDFile() string      { return l.Join("/proc/sys/kernel/random/boot_id") }
 
-// InstallRecordDir keeps the outcome of the last install into each A/B slot.
+// InstallRecordDir keeps the outcome of the last install into each A/B slot
+// (installer/gpt's DefaultRecordDir below the root).
 func (l Layout) InstallRecordDir() string { return filepath.Join(l.StateDir(), "install") }
 
 // PluginDirs are searched in order; a plugin in a later directory overrides

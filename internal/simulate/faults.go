@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/offpeak/offpeak/internal/policy"
+	"github.com/offpeak/offpeak/scheduler/policy"
 )
 
 // FaultsHelp documents the --faults format; the command prints it.

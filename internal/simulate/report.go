@@ -10,7 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/offpeak/offpeak/internal/policy"
+	"github.com/offpeak/offpeak/scheduler/policy"
 )
 
 // Duration prints as a Go duration string in JSON ("26h30m0s").

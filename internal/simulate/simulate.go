@@ -24,8 +24,8 @@ import (
 	"slices"
 	"time"
 
-	"github.com/offpeak/offpeak/internal/policy"
 	"github.com/offpeak/offpeak/scheduler"
+	"github.com/offpeak/offpeak/scheduler/policy"
 	"github.com/offpeak/offpeak/strategies"
 )
 
@@ -287,7 +287,7 @@ func run(ctx context.Context, cfg Config, wrap func(*backend)) (*Report, *sim, e
 }
 
 func newSim(ctx context.Context, cfg Config) (*sim, error) {
-	cal, err := scheduler.NewCalendar(cfg.Policy)
+	cal, err := scheduler.NewCalendar(cfg.Policy.Windows, cfg.Policy.Blackouts)
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}

@@ -10,14 +10,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/offpeak/offpeak/internal/policy"
+	"github.com/offpeak/offpeak/internal/policyload"
 	"github.com/offpeak/offpeak/plugins"
 	"github.com/offpeak/offpeak/scheduler"
+	"github.com/offpeak/offpeak/scheduler/policy"
 )
 
 func weeknights(t *testing.T) *policy.Policy {
 	t.Helper()
-	p, err := policy.Load(policy.Options{Path: "../../examples/weeknights.toml", Now: referenceDate})
+	p, err := policyload.Load(policyload.Options{Path: "../../examples/weeknights.toml", Now: referenceDate})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,7 +29,7 @@ func weeknights(t *testing.T) *policy.Policy {
 // a run is spent on the rollout rather than on idle passes between windows.
 func longNight(t *testing.T) *policy.Policy {
 	t.Helper()
-	p, err := policy.Parse("nightly.toml", []byte(`
+	p, err := policyload.Parse("nightly.toml", []byte(`
 [node]
 group = "web"
 [[window]]
@@ -37,7 +38,7 @@ start = "0 1 * * *"
 duration = "6h"
 timezone = "Europe/Berlin"
 cutoff = "30m"
-`), policy.Options{Now: referenceDate})
+`), policyload.Options{Now: referenceDate})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,17 +265,17 @@ func TestParseFaults(t *testing.T) {
 }
 
 func TestIdealMakespan(t *testing.T) {
-	p, err := policy.Parse("daily.toml", []byte(`
+	p, err := policyload.Parse("daily.toml", []byte(`
 [[window]]
 name = "daily"
 start = "0 2 * * *"
 duration = "2h"
 cutoff = "20m"
-`), policy.Options{Now: referenceDate})
+`), policyload.Options{Now: referenceDate})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cal, err := scheduler.NewCalendar(p)
+	cal, err := scheduler.NewCalendar(p.Windows, p.Blackouts)
 	if err != nil {
 		t.Fatal(err)
 	}

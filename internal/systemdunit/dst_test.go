@@ -11,8 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/offpeak/offpeak/internal/policy"
+	"github.com/offpeak/offpeak/internal/policyload"
 	"github.com/offpeak/offpeak/scheduler"
+	"github.com/offpeak/offpeak/scheduler/policy"
 )
 
 // calendarLines returns the OnCalendar= values of a timer.
@@ -110,7 +111,7 @@ func calendarRun(t *testing.T, bin string, exprs []string, base time.Time, n int
 // until), in UTC.
 func windowStarts(t *testing.T, pol *policy.Policy, base, until time.Time) []time.Time {
 	t.Helper()
-	cal, err := scheduler.NewCalendar(pol)
+	cal, err := scheduler.NewCalendar(pol.Windows, pol.Blackouts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +211,7 @@ func TestTimerFiresAtEveryWindowStartOnDSTDays(t *testing.T) {
 func dstPolicy(t *testing.T, spec, zone string) *policy.Policy {
 	t.Helper()
 	src := fmt.Sprintf("[[window]]\nname = \"w\"\nstart = %q\nduration = \"1h\"\ntimezone = %q\n", spec, zone)
-	pol, err := policy.Parse("dst.toml", []byte(src), policy.Options{Now: time.Date(2023, 1, 1, 0, 0, 0, 0, time.UTC)})
+	pol, err := policyload.Parse("dst.toml", []byte(src), policyload.Options{Now: time.Date(2023, 1, 1, 0, 0, 0, 0, time.UTC)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,7 +325,7 @@ func TestTimerFiresWhenABlackoutEnds(t *testing.T) {
 	bin := systemdAnalyze(t)
 	src := "[[window]]\nname = \"w\"\nstart = \"0 2 * * *\"\nduration = \"3h\"\ntimezone = \"Europe/Berlin\"\n" +
 		"[[blackout]]\nfrom = 2025-12-20\nuntil = 2025-12-24T03:00:00\ntimezone = \"Europe/Berlin\"\n"
-	pol, err := policy.Parse("b.toml", []byte(src), policy.Options{Now: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)})
+	pol, err := policyload.Parse("b.toml", []byte(src), policyload.Options{Now: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/offpeak/offpeak/internal/policy"
 	"github.com/offpeak/offpeak/scheduler"
+	"github.com/offpeak/offpeak/scheduler/policy"
 	"github.com/offpeak/offpeak/strategies"
 )
 
@@ -290,7 +290,7 @@ func outsideAll(lines []line, boxes map[time.Month]box) []line {
 // writeBlackoutEnds adds a line for each window that opens when a blackout
 // ends, since no window start names that instant.
 func (g *generator) writeBlackoutEnds(b *strings.Builder, pol *policy.Policy) error {
-	cal, err := scheduler.NewCalendar(pol)
+	cal, err := scheduler.NewCalendar(pol.Windows, pol.Blackouts)
 	if err != nil {
 		return err
 	}

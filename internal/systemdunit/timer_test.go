@@ -14,8 +14,9 @@ import (
 
 	"github.com/offpeak/offpeak/internal/cronspec"
 	"github.com/offpeak/offpeak/internal/paths"
-	"github.com/offpeak/offpeak/internal/policy"
+	"github.com/offpeak/offpeak/internal/policyload"
 	"github.com/offpeak/offpeak/scheduler"
+	"github.com/offpeak/offpeak/scheduler/policy"
 	"github.com/offpeak/offpeak/strategies"
 )
 
@@ -137,7 +138,7 @@ func TestShippedTimerMatchesDefaultPolicy(t *testing.T) {
 
 func loadPolicy(t *testing.T, path string) *policy.Policy {
 	t.Helper()
-	pol, err := policy.Load(policy.Options{Path: path, Layout: paths.Layout{Root: t.TempDir()}})
+	pol, err := policyload.Load(policyload.Options{Path: path, Layout: paths.Layout{Root: t.TempDir()}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +198,7 @@ func elapses(t *testing.T, bin string, exprs []string, base time.Time, n int) []
 // one spec, each window alone (no merging, no blackouts).
 func starts(t *testing.T, spec, zone string, base time.Time, n int) []time.Time {
 	t.Helper()
-	cal, err := scheduler.NewCalendar(&policy.Policy{Windows: []policy.Window{{Name: "w", Start: spec, Timezone: zone, Duration: policy.Duration(time.Second)}}})
+	cal, err := scheduler.NewCalendar([]policy.Window{{Name: "w", Start: spec, Timezone: zone, Duration: policy.Duration(time.Second)}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

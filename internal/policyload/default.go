@@ -1,6 +1,10 @@
-package policy
+package policyload
 
-import "time"
+import (
+	"time"
+
+	"github.com/offpeak/offpeak/scheduler/policy"
+)
 
 // DefaultTOML is the built-in policy: it applies when no policy file exists
 // and is the base layer every file merges onto. It is valid TOML so
@@ -64,32 +68,32 @@ const (
 // applyDefaults fills keys of list entries that a policy left out. Top-level
 // defaults come from DefaultTOML, the base layer, so an explicit "0s" in a
 // file stays zero.
-func (p *Policy) applyDefaults() {
+func applyDefaults(p *policy.Policy) {
 	for i := range p.Health {
 		h := &p.Health[i]
 		if h.Phase == "" {
-			h.Phase = PhasePreReboot
+			h.Phase = policy.PhasePreReboot
 		}
 		if h.Timeout == 0 {
-			h.Timeout = Duration(defaultCheckTimeout)
+			h.Timeout = policy.Duration(defaultCheckTimeout)
 		}
 		if h.Interval == 0 {
-			h.Interval = Duration(defaultCheckInterval)
+			h.Interval = policy.Duration(defaultCheckInterval)
 		}
 		if h.OnError == "" {
-			h.OnError = OnErrorFail
+			h.OnError = policy.OnErrorFail
 		}
 	}
 	for i := range p.Detect {
 		d := &p.Detect[i]
-		if d.Kind == DetectCommand && d.NeededExit == 0 {
+		if d.Kind == policy.DetectCommand && d.NeededExit == 0 {
 			d.NeededExit = defaultNeededExit
 		}
 		if d.Timeout == 0 {
-			d.Timeout = Duration(defaultDetectTimeout)
+			d.Timeout = policy.Duration(defaultDetectTimeout)
 		}
 	}
 	if p.Notify.Timeout == 0 {
-		p.Notify.Timeout = Duration(defaultNotifyTimeout)
+		p.Notify.Timeout = policy.Duration(defaultNotifyTimeout)
 	}
 }

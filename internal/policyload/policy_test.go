@@ -1,4 +1,4 @@
-package policy
+package policyload
 
 import (
 	"errors"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/offpeak/offpeak/internal/paths"
 	"github.com/offpeak/offpeak/internal/registry"
+	"github.com/offpeak/offpeak/scheduler/policy"
 	"github.com/offpeak/offpeak/strategies"
 )
 
@@ -27,7 +28,7 @@ func writeFile(t *testing.T, root, path, content string) string {
 	return full
 }
 
-func load(t *testing.T, root string) *Policy {
+func load(t *testing.T, root string) *policy.Policy {
 	t.Helper()
 	p, err := Load(Options{Layout: paths.Layout{Root: root}, Now: refNow})
 	if err != nil {
@@ -275,24 +276,6 @@ func TestBadFileKeepsNothing(t *testing.T) {
 	p, err := Load(Options{Layout: paths.Layout{Root: root}, Now: refNow})
 	if err == nil || p != nil {
 		t.Fatalf("got %v %v", p, err)
-	}
-}
-
-func TestDurationRoundTrip(t *testing.T) {
-	for _, s := range []string{"3h", "1h30m", "45s", "1d", "2d12h", "90m"} {
-		d, err := ParseDuration(s)
-		if err != nil {
-			t.Fatalf("%s: %v", s, err)
-		}
-		back, err := ParseDuration(FormatDuration(d))
-		if err != nil || back != d {
-			t.Fatalf("%s -> %s -> %v", s, FormatDuration(d), back)
-		}
-	}
-	for _, bad := range []string{"", "3 hours", "-1h", "1x", "d", "1.5d"} {
-		if _, err := ParseDuration(bad); err == nil {
-			t.Errorf("%q accepted", bad)
-		}
 	}
 }
 

@@ -1,4 +1,8 @@
-package policy
+// Package policyload loads offpeak's TOML policy into the values of
+// scheduler/policy: the built-in default, vendor drop-ins,
+// /etc/offpeak/policy.toml and admin drop-ins, merged in that order,
+// validated with errors that name the file, line and key.
+package policyload
 
 import (
 	"bytes"
@@ -18,6 +22,7 @@ import (
 	"github.com/offpeak/offpeak/internal/paths"
 	"github.com/offpeak/offpeak/internal/registry"
 	"github.com/offpeak/offpeak/internal/safepath"
+	"github.com/offpeak/offpeak/scheduler/policy"
 )
 
 // Options controls Load.
@@ -114,7 +119,7 @@ func Files(l paths.Layout) ([]string, error) {
 // as Errors. A policy file or drop-in directory that someone other than
 // root (or the user running offpeak) could change is refused (ErrUnsafe;
 // see safepath): a policy names commands that run as root.
-func Load(opts Options) (*Policy, error) {
+func Load(opts Options) (*policy.Policy, error) {
 	files := []string{opts.Path}
 	if opts.Path == "" {
 		var err error
@@ -138,12 +143,12 @@ func Load(opts Options) (*Policy, error) {
 
 // Parse validates one file's content layered on the built-in default, as
 // Load does with --policy.
-func Parse(name string, data []byte, opts Options) (*Policy, error) {
+func Parse(name string, data []byte, opts Options) (*policy.Policy, error) {
 	return build([]fileSrc{{name: name, data: data}}, opts)
 }
 
 // Default returns the built-in default policy.
-func Default() *Policy {
+func Default() *policy.Policy {
 	p, err := build(nil, Options{})
 	if err != nil {
 		panic("built-in default policy is invalid: " + err.Error())
@@ -156,13 +161,13 @@ type fileSrc struct {
 	data []byte
 }
 
-func build(files []fileSrc, opts Options) (*Policy, error) {
+func build(files []fileSrc, opts Options) (*policy.Policy, error) {
 	if opts.Now.IsZero() {
 		opts.Now = time.Now()
 	}
 	layers := append([]fileSrc{{name: "", data: []byte(DefaultTOML)}}, files...)
 	merged := map[string]any{}
-	origin := map[string]Source{}
+	origin := map[string]policy.Source{}
 	var errs Errors
 	for _, f := range layers {
 		m, c := parseFile(f, opts)
@@ -174,7 +179,7 @@ func build(files []fileSrc, opts Options) (*Policy, error) {
 	if len(errs) > 0 {
 		return nil, errs.sorted()
 	}
-	p := &Policy{}
+	p := &policy.Policy{}
 	c := &collector{file: "(merged)", lines: lineIndex{}}
 	c.decodeTable("", merged, reflect.ValueOf(p).Elem())
 	if len(c.errs) > 0 {
@@ -183,13 +188,13 @@ func build(files []fileSrc, opts Options) (*Policy, error) {
 	if b := p.Installer.Backend; b != "" && b != "none" && origin["detect"].File == "" {
 		// The installer knows best whether an update is staged; the default
 		// sentinel files only serve hosts without one.
-		p.Detect = []Detect{{Kind: DetectInstaller, Source: origin["installer.backend"]}}
+		p.Detect = []policy.Detect{{Kind: policy.DetectInstaller, Source: origin["installer.backend"]}}
 	}
-	p.applyDefaults()
+	applyDefaults(p)
 	for _, f := range files {
 		p.Sources = append(p.Sources, f.name)
 	}
-	if errs := p.validateMerged(origin); len(errs) > 0 {
+	if errs := validateMerged(p, origin); len(errs) > 0 {
 		return nil, errs.sorted()
 	}
 	return p, nil
@@ -214,7 +219,7 @@ func parseFile(f fileSrc, opts Options) (map[string]any, *collector) {
 		return nil, c
 	}
 	fixLocalTimes(m, "", c)
-	p := &Policy{}
+	p := &policy.Policy{}
 	c.decodeTable("", m, reflect.ValueOf(p).Elem())
 	c.validateFile(p, m, opts)
 	// Tag list entries with their origin for errors found after merging.
@@ -224,7 +229,7 @@ func parseFile(f fileSrc, opts Options) (map[string]any, *collector) {
 		}
 		if tables, ok := m[k].([]map[string]any); ok {
 			for i, t := range tables {
-				t[sourceKey] = Source{File: f.name, Line: c.lines.lookup(fmt.Sprintf("%s[%d]", k, i))}
+				t[sourceKey] = policy.Source{File: f.name, Line: c.lines.lookup(fmt.Sprintf("%s[%d]", k, i))}
 			}
 		}
 	}
@@ -253,13 +258,13 @@ func normalizeTables(v any) any {
 // by key, except plugin "config" tables and "headers", which replace whole
 // (settings of one plugin must not leak into another's); arrays of tables
 // replace unless the file sets the matching *_append key.
-func mergeInto(dst, src map[string]any, prefix string, c *collector, origin map[string]Source) {
+func mergeInto(dst, src map[string]any, prefix string, c *collector, origin map[string]policy.Source) {
 	for k, v := range src {
 		path := joinPath(prefix, k)
 		if prefix == "" && isAppendKey(k) {
 			continue
 		}
-		origin[path] = Source{File: c.file, Line: c.lines.lookup(path)}
+		origin[path] = policy.Source{File: c.file, Line: c.lines.lookup(path)}
 		if appendKey, isList := listKeys[k]; isList && prefix == "" {
 			tables, _ := v.([]map[string]any)
 			if app, _ := src[appendKey].(bool); app {
@@ -302,7 +307,7 @@ func fixLocalTimes(m map[string]any, _ string, c *collector) {
 	for i, t := range tables {
 		loc := time.UTC
 		if tz, ok := t["timezone"].(string); ok && tz != "" {
-			l, err := LoadZone(tz)
+			l, err := policy.LoadZone(tz)
 			if err != nil {
 				continue // reported by validation
 			}

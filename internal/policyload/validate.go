@@ -1,4 +1,4 @@
-package policy
+package policyload
 
 import (
 	"bytes"
@@ -18,6 +18,7 @@ import (
 
 	"github.com/offpeak/offpeak/internal/cronspec"
 	"github.com/offpeak/offpeak/internal/registry"
+	"github.com/offpeak/offpeak/scheduler/policy"
 	"github.com/offpeak/offpeak/strategies"
 )
 
@@ -65,7 +66,7 @@ func entry(m map[string]any, key string, i int) map[string]any {
 }
 
 // validateFile checks the values one file sets, beyond their types.
-func (c *collector) validateFile(p *Policy, m map[string]any, opts Options) {
+func (c *collector) validateFile(p *policy.Policy, m map[string]any, opts Options) {
 	if names := strategies.Names(); has(m, "strategy") && !slices.Contains(names, p.Strategy) {
 		c.addf("strategy", "unknown strategy %q; valid: %s%s", p.Strategy, strings.Join(names, ", "), didYouMean(p.Strategy, names))
 	}
@@ -132,11 +133,11 @@ func (c *collector) validateFile(p *Policy, m map[string]any, opts Options) {
 		} else if !pluginRe.MatchString(h.Plugin) {
 			c.addf(path+".plugin", "%q is not a valid plugin name", h.Plugin)
 		}
-		if h.Phase != "" && h.Phase != PhasePreReboot && h.Phase != PhasePostBoot {
-			c.addf(path+".phase", "must be %q or %q, not %q", PhasePreReboot, PhasePostBoot, h.Phase)
+		if h.Phase != "" && h.Phase != policy.PhasePreReboot && h.Phase != policy.PhasePostBoot {
+			c.addf(path+".phase", "must be %q or %q, not %q", policy.PhasePreReboot, policy.PhasePostBoot, h.Phase)
 		}
-		if h.OnError != "" && h.OnError != OnErrorFail && h.OnError != OnErrorPass {
-			c.addf(path+".on_error", "must be %q or %q, not %q", OnErrorFail, OnErrorPass, h.OnError)
+		if h.OnError != "" && h.OnError != policy.OnErrorFail && h.OnError != policy.OnErrorPass {
+			c.addf(path+".on_error", "must be %q or %q, not %q", policy.OnErrorFail, policy.OnErrorPass, h.OnError)
 		}
 		if h.Retries < 0 {
 			c.addf(path+".retries", "must not be negative")
@@ -151,20 +152,20 @@ func (c *collector) validateFile(p *Policy, m map[string]any, opts Options) {
 	for i, d := range p.Detect {
 		path := fmt.Sprintf("detect[%d]", i)
 		switch d.Kind {
-		case DetectFile:
+		case policy.DetectFile:
 			if !filepath.IsAbs(d.Path) {
 				c.addf(path+".path", "must be an absolute path, e.g. /run/reboot-required")
 			}
-		case DetectCommand:
+		case policy.DetectCommand:
 			if len(d.Argv) == 0 || d.Argv[0] == "" {
 				c.addf(path+".argv", "missing; e.g. [\"dnf\", \"needs-restarting\", \"-r\"]")
 			}
 			if has(entry(m, "detect", i), "needed_exit") && (d.NeededExit < 1 || d.NeededExit > 255) {
 				c.addf(path+".needed_exit", "must be an exit status from 1 to 255")
 			}
-		case DetectInstaller:
+		case policy.DetectInstaller:
 		default:
-			kinds := []string{DetectFile, DetectCommand, DetectInstaller}
+			kinds := []string{policy.DetectFile, policy.DetectCommand, policy.DetectInstaller}
 			c.addf(path+".kind", "must be one of %s, not %q%s", strings.Join(kinds, ", "), d.Kind, didYouMean(d.Kind, kinds))
 		}
 	}
@@ -196,7 +197,7 @@ func (c *collector) validateFile(p *Policy, m map[string]any, opts Options) {
 			c.addf("notify.timeout", "must be positive")
 		case t > MaxNotifyTimeout:
 			c.addf("notify.timeout", "%s is too long: at most %s per attempt (the webhook is told of a reboot before its last window check, so a slow receiver must not eat the window)",
-				FormatDuration(t), FormatDuration(MaxNotifyTimeout))
+				policy.FormatDuration(t), policy.FormatDuration(MaxNotifyTimeout))
 		}
 	}
 	if has(m, "notify", "webhook") && p.Notify.Webhook != "" {
@@ -216,7 +217,7 @@ func (c *collector) validateFile(p *Policy, m map[string]any, opts Options) {
 	}
 }
 
-func (c *collector) validateWindow(path string, w Window, t map[string]any, now time.Time) {
+func (c *collector) validateWindow(path string, w policy.Window, t map[string]any, now time.Time) {
 	if _, ok := t["start"]; !ok {
 		c.addf(path+".start", "missing; a cron spec such as \"0 2 * * 1-5\"")
 	} else if sched, err := cronspec.Parse(w.Start); err != nil {
@@ -234,15 +235,15 @@ func (c *collector) validateWindow(path string, w Window, t map[string]any, now 
 		return
 	}
 	if w.Cutoff >= w.Duration {
-		c.addf(path+".cutoff", "%s is not shorter than the duration %s; no reboot could ever start", FormatDuration(w.Cutoff.D()), FormatDuration(w.Duration.D()))
+		c.addf(path+".cutoff", "%s is not shorter than the duration %s; no reboot could ever start", policy.FormatDuration(w.Cutoff.D()), policy.FormatDuration(w.Duration.D()))
 	}
 }
 
 // validateZone checks a timezone key: an IANA name, or empty for UTC.
 func (c *collector) validateZone(path, name string) {
-	_, err := LoadZone(name)
+	_, err := policy.LoadZone(name)
 	switch {
-	case errors.Is(err, ErrHostZone):
+	case errors.Is(err, policy.ErrHostZone):
 		c.addf(path, "%q is the zone of whichever host reads the policy, so the same policy would mean different instants on different hosts; name an IANA zone such as \"Europe/Berlin\" (or leave it out for UTC)", name)
 	case err != nil:
 		c.addf(path, "unknown time zone %q (use an IANA name such as \"Europe/Berlin\")", name)
@@ -338,7 +339,7 @@ func didYouMean(v string, valid []string) string {
 }
 
 // validateMerged checks what only the merged policy can show.
-func (p *Policy) validateMerged(origin map[string]Source) Errors {
+func validateMerged(p *policy.Policy, origin map[string]policy.Source) Errors {
 	var errs Errors
 	at := func(path string) (string, int) {
 		s := origin[path]
@@ -348,7 +349,7 @@ func (p *Policy) validateMerged(origin map[string]Source) Errors {
 		f, l := at("strategy")
 		errs = append(errs, FieldError{File: f, Line: l, Key: "window", Msg: "strategy \"window\" needs at least one [[window]]"})
 	}
-	seen := map[string]Source{}
+	seen := map[string]policy.Source{}
 	for i, h := range p.Health {
 		if prev, dup := seen[h.Name]; dup {
 			errs = append(errs, FieldError{File: h.Source.File, Line: h.Source.Line, Key: fmt.Sprintf("health[%d].name", i),
@@ -357,7 +358,7 @@ func (p *Policy) validateMerged(origin map[string]Source) Errors {
 		seen[h.Name] = h.Source
 	}
 	for i, d := range p.Detect {
-		if d.Kind == DetectInstaller && (p.Installer.Backend == "none" || p.Installer.Backend == "") {
+		if d.Kind == policy.DetectInstaller && (p.Installer.Backend == "none" || p.Installer.Backend == "") {
 			errs = append(errs, FieldError{File: d.Source.File, Line: d.Source.Line, Key: fmt.Sprintf("detect[%d].kind", i),
 				Msg: "kind \"installer\" needs [installer] backend to be set"})
 		}

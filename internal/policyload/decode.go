@@ -1,4 +1,4 @@
-package policy
+package policyload
 
 import (
 	"fmt"
@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/offpeak/offpeak/scheduler/policy"
 )
 
 // decodeTable fills the struct rv from a generic TOML table, reporting every
@@ -16,7 +18,7 @@ func (c *collector) decodeTable(path string, m map[string]any, rv reflect.Value)
 	for _, k := range sortedKeys(m) {
 		kp := joinPath(path, k)
 		if k == sourceKey {
-			if src, ok := m[k].(Source); ok {
+			if src, ok := m[k].(policy.Source); ok {
 				if f := rv.FieldByName("Source"); f.IsValid() {
 					f.Set(reflect.ValueOf(src))
 				}
@@ -45,7 +47,7 @@ func (c *collector) decodeTable(path string, m map[string]any, rv reflect.Value)
 }
 
 var (
-	durationType = reflect.TypeFor[Duration]()
+	durationType = reflect.TypeFor[policy.Duration]()
 	timeType     = reflect.TypeFor[time.Time]()
 )
 
@@ -68,7 +70,7 @@ func (c *collector) decodeValue(path string, v any, rv reflect.Value) {
 			c.addf(path, "must be a duration string such as \"30m\" or \"2h\", not %s", tomlTypeName(v))
 			return
 		}
-		d, err := ParseDuration(s)
+		d, err := policy.ParseDuration(s)
 		if err != nil {
 			c.addf(path, "%v", err)
 			return
@@ -150,7 +152,7 @@ func (c *collector) decodeSlice(path string, v any, rv reflect.Value) {
 		for i, m := range tables {
 			ip := path + "[" + strconv.Itoa(i) + "]"
 			if f := out.Index(i).FieldByName("Source"); f.IsValid() {
-				f.Set(reflect.ValueOf(Source{File: c.file, Line: c.lines.lookup(ip)}))
+				f.Set(reflect.ValueOf(policy.Source{File: c.file, Line: c.lines.lookup(ip)}))
 			}
 			c.decodeTable(ip, m, out.Index(i))
 		}

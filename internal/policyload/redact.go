@@ -1,4 +1,4 @@
-package policy
+package policyload
 
 import (
 	"maps"
@@ -6,6 +6,7 @@ import (
 
 	"github.com/offpeak/offpeak/internal/redact"
 	"github.com/offpeak/offpeak/internal/registry"
+	"github.com/offpeak/offpeak/scheduler/policy"
 )
 
 // Redacted returns a copy of p fit to print (`policy show`): the values of
@@ -13,7 +14,7 @@ import (
 // plugin name), of keys named like secrets, the webhook's headers, and the
 // credentials redact.String finds in every other setting are replaced by
 // redact.Mask. p is not changed.
-func (p *Policy) Redacted(secretKeys func(kind registry.Kind, name string) []string) *Policy {
+func Redacted(p *policy.Policy, secretKeys func(kind registry.Kind, name string) []string) *policy.Policy {
 	if secretKeys == nil {
 		secretKeys = func(registry.Kind, string) []string { return nil }
 	}

@@ -1,6 +1,8 @@
-// Package policy loads offpeak's TOML policy: the built-in default, vendor
-// drop-ins, /etc/offpeak/policy.toml and admin drop-ins, merged in that
-// order, validated with errors that name the file, line and key.
+// Package policy holds the values of offpeak's policy: what the agent, the
+// calendar and the commands read once a policy is loaded. Code outside
+// offpeak can build one by hand (a Window, a Blackout) and pass it to
+// scheduler.NewCalendar; reading TOML files, merging them and validating the
+// result is offpeak's own business and not part of this package.
 package policy
 
 import (

@@ -1,4 +1,4 @@
-package policy
+package policyload
 
 // KeyLines indexes TOML source by key path ("updates.periodic.window[1].days",
 // a table's path for its header) and returns a lookup giving the line of a
