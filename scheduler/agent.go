@@ -53,7 +53,7 @@ type Options struct {
 
 // State is what the agent persists between passes and across reboots.
 type State struct {
-	Phase          string    `json:"phase"`
+	Phase          Phase     `json:"phase"`
 	Group          string    `json:"group,omitempty"` // group the slot belongs to
 	SlotAcquiredAt time.Time `json:"slot_acquired_at,omitzero"`
 	// SlotBootID is the boot id this node wrote into its holder record at
@@ -306,7 +306,7 @@ func (a *Agent) complete(r *Result) {
 
 // announce publishes an interim decision while the pass goes on; the
 // pass's final decision replaces it.
-func (a *Agent) announce(r *Result, decision, format string, args ...any) {
+func (a *Agent) announce(r *Result, decision Decision, format string, args ...any) {
 	a.decide(r, decision, format, args...)
 	interim := *r
 	a.complete(&interim)
@@ -315,7 +315,7 @@ func (a *Agent) announce(r *Result, decision, format string, args ...any) {
 	}
 }
 
-func (a *Agent) decide(r *Result, decision, format string, args ...any) {
+func (a *Agent) decide(r *Result, decision Decision, format string, args ...any) {
 	r.Decision = decision
 	r.Reason = fmt.Sprintf(format, args...)
 }
@@ -390,7 +390,7 @@ func (a *Agent) preReboot(ctx context.Context, now time.Time, boot string, r *Re
 		r.wakeAt = a.st.BackoffUntil
 		return nil
 	}
-	if ok := a.windowOpen(ctx, now, r, "before taking a slot"); !ok {
+	if ok := a.windowOpen(ctx, now, r, beforeSlot); !ok {
 		return nil
 	}
 
@@ -417,7 +417,7 @@ func (a *Agent) preReboot(ctx context.Context, now time.Time, boot string, r *Re
 		case !granted:
 			return nil
 		}
-		if !a.windowOpen(ctx, a.opts.Clock.Now(), r, "after taking the slot") {
+		if !a.windowOpen(ctx, a.opts.Clock.Now(), r, afterSlot) {
 			return nil
 		}
 	}
@@ -431,7 +431,7 @@ func (a *Agent) preReboot(ctx context.Context, now time.Time, boot string, r *Re
 		return nil
 	}
 	a.st.CheckFailures, a.st.BackoffUntil = 0, time.Time{}
-	if !a.windowOpen(ctx, a.opts.Clock.Now(), r, "after the pre-reboot checks") {
+	if !a.windowOpen(ctx, a.opts.Clock.Now(), r, afterChecks) {
 		return nil
 	}
 
@@ -479,7 +479,7 @@ func (a *Agent) preReboot(ctx context.Context, now time.Time, boot string, r *Re
 	a.notify(ctx, EventRebootPlanned, "rebooting"+version, nil)
 	// From here on nothing waits: the last window check, the state saved,
 	// the reboot asked for.
-	if !a.windowOpen(ctx, a.opts.Clock.Now(), r, "right before rebooting") {
+	if !a.windowOpen(ctx, a.opts.Clock.Now(), r, beforeReboot) {
 		return nil
 	}
 	return a.reboot(ctx, a.opts.Clock.Now(), boot, det, r, lockless)
@@ -536,8 +536,33 @@ func (a *Agent) rebootContext(r *Result, lockless bool) string {
 	return ": " + strings.Join(parts, ", ")
 }
 
+// checkpoint is where in the pass the window is looked at: before the slot
+// is taken, after it, after the pre-reboot checks and right before the
+// reboot is asked for.
+type checkpoint int
+
+const (
+	beforeSlot checkpoint = iota
+	afterSlot
+	afterChecks
+	beforeReboot
+)
+
+// String is the checkpoint as a reason names it.
+func (c checkpoint) String() string {
+	switch c {
+	case beforeSlot:
+		return "before taking a slot"
+	case afterSlot:
+		return "after taking the slot"
+	case afterChecks:
+		return "after the pre-reboot checks"
+	}
+	return "right before rebooting"
+}
+
 // windowOpen applies the window gate and, when closed, gives a held slot back.
-func (a *Agent) windowOpen(ctx context.Context, now time.Time, r *Result, when string) bool {
+func (a *Agent) windowOpen(ctx context.Context, now time.Time, r *Result, when checkpoint) bool {
 	if !a.gates.Window {
 		return true
 	}
@@ -547,7 +572,7 @@ func (a *Agent) windowOpen(ctx context.Context, now time.Time, r *Result, when s
 		r.wakeAt = w.RebootUntil
 		return true
 	}
-	a.releaseIfHeld(ctx, "window closed "+when)
+	a.releaseIfHeld(ctx, "window closed "+when.String())
 	r.Window = nil
 	next, has := a.cal.NextStart(now)
 	if !has {
@@ -556,7 +581,7 @@ func (a *Agent) windowOpen(ctx context.Context, now time.Time, r *Result, when s
 	}
 	r.NextWindow = &next
 	r.wakeAt = next
-	if when == "before taking a slot" {
+	if when == beforeSlot {
 		a.decide(r, DecisionWaitWindow, "outside window, next opens at %s", next.Format(time.RFC3339))
 	} else {
 		a.decide(r, DecisionWaitWindow, "window closed %s; slot given back; next opens at %s", when, next.Format(time.RFC3339))
@@ -833,7 +858,7 @@ func (a *Agent) budgetSpent(now time.Time) (bool, time.Time) {
 	return true, kept[len(kept)-b.MaxReboots].Add(b.Period.D())
 }
 
-func (a *Agent) checksFor(phase string) []policy.Health {
+func (a *Agent) checksFor(phase policy.Phase) []policy.Health {
 	var out []policy.Health
 	for _, h := range a.pol.Health {
 		if h.Phase == phase {
@@ -845,7 +870,7 @@ func (a *Agent) checksFor(phase string) []policy.Health {
 
 // runChecks runs the checks of a phase in order and returns the first that
 // did not pass, or nil.
-func (a *Agent) runChecks(ctx context.Context, phase string, r *Result) *CheckRecord {
+func (a *Agent) runChecks(ctx context.Context, phase policy.Phase, r *Result) *CheckRecord {
 	node := plugins.Node{ID: a.opts.NodeID, Group: a.pol.Node.Group, Hostname: a.opts.Hostname, BootID: a.st.BootID}
 	for _, h := range a.checksFor(phase) {
 		rec := a.runCheck(ctx, h, node)
@@ -853,7 +878,7 @@ func (a *Agent) runChecks(ctx context.Context, phase string, r *Result) *CheckRe
 			a.st.Checks = map[string]CheckRecord{}
 		}
 		a.st.Checks[h.Name] = rec
-		if rec.Outcome == string(plugins.Pass) || (rec.Outcome == string(plugins.Error) && h.OnError == policy.OnErrorPass) {
+		if rec.Outcome == plugins.Pass || (rec.Outcome == plugins.Error && h.OnError == policy.OnErrorPass) {
 			continue
 		}
 		return &rec
@@ -865,7 +890,7 @@ func (a *Agent) runCheck(ctx context.Context, h policy.Health, node plugins.Node
 	rec := CheckRecord{Name: h.Name, Plugin: h.Plugin, Phase: h.Phase}
 	cfg, err := json.Marshal(h.Config)
 	if err != nil {
-		rec.Outcome, rec.Reason, rec.Time = string(plugins.Error), "config: "+err.Error(), a.opts.Clock.Now()
+		rec.Outcome, rec.Reason, rec.Time = plugins.Error, "config: "+err.Error(), a.opts.Clock.Now()
 		return rec
 	}
 	attempts := 1 + max(h.Retries, 0)
@@ -873,7 +898,7 @@ func (a *Agent) runCheck(ctx context.Context, h policy.Health, node plugins.Node
 		rec.Attempts = i + 1
 		rec.Outcome, rec.Reason = a.checkOnce(ctx, h, node, cfg)
 		rec.Time = a.opts.Clock.Now()
-		if rec.Outcome == string(plugins.Pass) || i == attempts-1 {
+		if rec.Outcome == plugins.Pass || i == attempts-1 {
 			break
 		}
 		if err := Sleep(ctx, a.opts.Clock, h.Interval.D()); err != nil {
@@ -886,13 +911,13 @@ func (a *Agent) runCheck(ctx context.Context, h policy.Health, node plugins.Node
 
 // checkOnce runs a check under its timeout. Anything but a valid answer is
 // an error outcome: a check that cannot answer never counts as a pass.
-func (a *Agent) checkOnce(ctx context.Context, h policy.Health, node plugins.Node, cfg json.RawMessage) (string, string) {
+func (a *Agent) checkOnce(ctx context.Context, h policy.Health, node plugins.Node, cfg json.RawMessage) (plugins.Outcome, string) {
 	if a.opts.Checks == nil {
-		return string(plugins.Error), "no health check runner"
+		return plugins.Error, "no health check runner"
 	}
 	hc, err := a.opts.Checks(h.Plugin)
 	if err != nil {
-		return string(plugins.Error), err.Error()
+		return plugins.Error, err.Error()
 	}
 	timeout := h.Timeout.D()
 	c, cancel := context.WithTimeout(ctx, timeout)
@@ -902,17 +927,17 @@ func (a *Agent) checkOnce(ctx context.Context, h policy.Health, node plugins.Nod
 	case ctx.Err() == nil && (c.Err() != nil || errors.Is(err, context.DeadlineExceeded)):
 		// A plugin host may give up a moment before the deadline it
 		// forwards; either way the check ran out of its time.
-		return string(plugins.Error), fmt.Sprintf("timed out after %s", policy.FormatDuration(timeout))
+		return plugins.Error, fmt.Sprintf("timed out after %s", policy.FormatDuration(timeout))
 	case err != nil:
-		return string(plugins.Error), err.Error()
+		return plugins.Error, err.Error()
 	case !res.Outcome.Valid():
-		return string(plugins.Error), fmt.Sprintf("bad answer: outcome %q", res.Outcome)
+		return plugins.Error, fmt.Sprintf("bad answer: outcome %q", res.Outcome)
 	}
 	reason := res.Reason
 	if reason == "" {
 		reason = string(res.Outcome)
 	}
-	return string(res.Outcome), reason
+	return res.Outcome, reason
 }
 
 func (a *Agent) postBoot(ctx context.Context, now time.Time, r *Result) error {

@@ -158,7 +158,7 @@ func step(t *testing.T, a *scheduler.Agent) scheduler.Result {
 	return r
 }
 
-func want(t *testing.T, r scheduler.Result, decision, reason string) {
+func want(t *testing.T, r scheduler.Result, decision scheduler.Decision, reason string) {
 	t.Helper()
 	if r.Decision != decision || !strings.Contains(r.Reason, reason) {
 		t.Fatalf("got %s: %q; want %s containing %q", r.Decision, r.Reason, decision, reason)
@@ -282,7 +282,7 @@ func TestStrategies(t *testing.T) {
 		policy   string
 		at       string
 		locker   func(h *harness) plugins.Locker
-		decision string
+		decision scheduler.Decision
 		reboots  int
 	}{
 		{"off never reboots", strings.Replace(basePolicy, `strategy = "window"`, `strategy = "off"`, 1), "2025-06-03T02:10:00Z", nil, scheduler.DecisionBlocked, 0},

@@ -20,7 +20,7 @@ func TestAgentRebootsThroughLogind(t *testing.T) {
 	for _, tt := range []struct {
 		name    string
 		refuse  bool
-		want    string
+		want    scheduler.Decision
 		calls   []bool
 		inState string
 	}{

@@ -4,36 +4,44 @@ import (
 	"time"
 
 	"github.com/offpeak/offpeak/plugins"
+	"github.com/offpeak/offpeak/scheduler/policy"
 )
 
-// Decisions, as printed by `offpeak check --output json`.
+// Decision is what one pass decided, as printed by `offpeak check --output
+// json`.
+type Decision string
+
+// Decisions.
 const (
-	DecisionIdle       = "idle"
-	DecisionWaitWindow = "wait-window"
-	DecisionWaitSlot   = "wait-slot"
-	DecisionWaitHealth = "wait-health"
-	DecisionReboot     = "reboot"
-	DecisionPostBoot   = "post-boot"
-	DecisionBlocked    = "blocked"
+	DecisionIdle       Decision = "idle"
+	DecisionWaitWindow Decision = "wait-window"
+	DecisionWaitSlot   Decision = "wait-slot"
+	DecisionWaitHealth Decision = "wait-health"
+	DecisionReboot     Decision = "reboot"
+	DecisionPostBoot   Decision = "post-boot"
+	DecisionBlocked    Decision = "blocked"
 )
+
+// Phase is where the persisted state is in the reboot cycle.
+type Phase string
 
 // Phases of the persisted state.
 const (
-	PhaseIdle      = "idle"
-	PhaseAcquiring = "acquiring" // asked the locker; may hold a slot
-	PhaseHolding   = "holding"
-	PhaseRebooting = "rebooting" // the reboot was asked for
-	PhasePostBoot  = "post-boot" // a new boot, checks pending
-	PhaseFailed    = "failed"    // post-boot checks failed; slot kept, group frozen
+	PhaseIdle      Phase = "idle"
+	PhaseAcquiring Phase = "acquiring" // asked the locker; may hold a slot
+	PhaseHolding   Phase = "holding"
+	PhaseRebooting Phase = "rebooting" // the reboot was asked for
+	PhasePostBoot  Phase = "post-boot" // a new boot, checks pending
+	PhaseFailed    Phase = "failed"    // post-boot checks failed; slot kept, group frozen
 )
 
 // Result is one pass of the pipeline: what was decided and why.
 type Result struct {
-	Decision    string        `json:"decision"`
+	Decision    Decision      `json:"decision"`
 	Reason      string        `json:"reason"`
 	NextWindow  *time.Time    `json:"next_window"`
 	HoldingSlot bool          `json:"holding_slot"`
-	Phase       string        `json:"phase"`
+	Phase       Phase         `json:"phase"`
 	Strategy    string        `json:"strategy"`
 	Node        string        `json:"node"`
 	Group       string        `json:"group"`
@@ -89,11 +97,11 @@ type LockInfo struct {
 
 // CheckRecord is the last result of one health check.
 type CheckRecord struct {
-	Name     string    `json:"name"`
-	Plugin   string    `json:"plugin"`
-	Phase    string    `json:"phase"`
-	Outcome  string    `json:"outcome"`
-	Reason   string    `json:"reason"`
-	Time     time.Time `json:"time"`
-	Attempts int       `json:"attempts"`
+	Name     string          `json:"name"`
+	Plugin   string          `json:"plugin"`
+	Phase    policy.Phase    `json:"phase"`
+	Outcome  plugins.Outcome `json:"outcome"`
+	Reason   string          `json:"reason"`
+	Time     time.Time       `json:"time"`
+	Attempts int             `json:"attempts"`
 }

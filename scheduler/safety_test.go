@@ -40,7 +40,10 @@ func TestUnknownStateContentRefusesToStart(t *testing.T) {
 			}
 		})
 	}
-	valid := []struct{ name, content, phase string }{
+	valid := []struct {
+		name, content string
+		phase         scheduler.Phase
+	}{
 		{"idle", `{"phase":"idle"}`, scheduler.PhaseIdle},
 		{"rebooting", `{"phase":"rebooting","group":"web","slot_acquired_at":"2025-06-03T02:10:00Z","boot_id":"b1","reboot_from_boot_id":"b1",` +
 			`"reboot_requested_at":"2025-06-03T02:11:00Z","reboots":["2025-06-03T02:11:00Z"],"last":{"decision":"reboot","reason":"rebooting",` +

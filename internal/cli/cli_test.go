@@ -99,7 +99,7 @@ func TestCheckOnBuiltInDefault(t *testing.T) {
 	writeFile(t, filepath.Join(root, "etc/machine-id"), "node-a\n")
 	tests := []struct {
 		now      string
-		decision string
+		decision scheduler.Decision
 		next     string
 	}{
 		{"2025-06-03T02:30:00Z", scheduler.DecisionReboot, "2025-06-03T02:30:00Z"},
@@ -120,7 +120,7 @@ func TestCheckOnBuiltInDefault(t *testing.T) {
 					t.Fatalf("key %q missing in %s", k, out)
 				}
 			}
-			if r["decision"] != tt.decision || r["next_window"] != tt.next || r["holding_slot"] != false {
+			if r["decision"] != string(tt.decision) || r["next_window"] != tt.next || r["holding_slot"] != false {
 				t.Fatalf("got %s", out)
 			}
 		})

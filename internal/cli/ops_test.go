@@ -454,8 +454,8 @@ grace = "1m"
 	steps := []struct {
 		name     string
 		before   func()
-		decision string
-		phase    string
+		decision scheduler.Decision
+		phase    scheduler.Phase
 		state    string // coordinator.conf STATE
 		extra    map[string]string
 	}{
@@ -492,12 +492,12 @@ grace = "1m"
 				}
 			}
 			t.Logf("curl: offpeak_phase=%s offpeak_decision{decision=%q}=%s slot_held=%s reboots_total=%s",
-				strings.Join(current, ","), st.decision, m[`offpeak_decision{decision="`+st.decision+`"}`], m["offpeak_slot_held"], m["offpeak_reboots_total"])
-			if len(current) != 1 || current[0] != st.phase {
+				strings.Join(current, ","), st.decision, m[`offpeak_decision{decision="`+string(st.decision)+`"}`], m["offpeak_slot_held"], m["offpeak_reboots_total"])
+			if len(current) != 1 || current[0] != string(st.phase) {
 				t.Fatalf("curl shows phase %v, want %s", current, st.phase)
 			}
 			phases = append(phases, current[0])
-			if m[`offpeak_decision{decision="`+st.decision+`"}`] != "1" {
+			if m[`offpeak_decision{decision="`+string(st.decision)+`"}`] != "1" {
 				t.Errorf("decision %s not at 1", st.decision)
 			}
 			for k, v := range st.extra {

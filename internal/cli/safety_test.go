@@ -360,7 +360,7 @@ func (n *reloadNode) reload(policy string) error {
 	return n.app.reloadAgent(n.t.Context(), n.rt, n.flags)
 }
 
-func (n *reloadNode) expect(decision, reason string) scheduler.Result {
+func (n *reloadNode) expect(decision scheduler.Decision, reason string) scheduler.Result {
 	n.t.Helper()
 	r, err := n.rt.agent.Step(n.t.Context())
 	if err != nil || r.Decision != decision || !strings.Contains(r.Reason, reason) {

@@ -106,7 +106,7 @@ func (n *simNode) step() scheduler.Result {
 	return r
 }
 
-func (n *simNode) expect(decision, reason string) scheduler.Result {
+func (n *simNode) expect(decision scheduler.Decision, reason string) scheduler.Result {
 	n.t.Helper()
 	r := n.step()
 	if r.Decision != decision || !strings.Contains(r.Reason, reason) {
@@ -277,8 +277,9 @@ func TestBestEffortRebootsWhenEtcdIsDown(t *testing.T) {
 	dead := ln.Addr().String()
 	ln.Close()
 	for _, tt := range []struct {
-		strategy, decision string
-		reboots            int
+		strategy string
+		decision scheduler.Decision
+		reboots  int
 	}{
 		{"best-effort", scheduler.DecisionReboot, 1},
 		{"window", scheduler.DecisionWaitSlot, 0},

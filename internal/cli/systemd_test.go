@@ -180,7 +180,7 @@ func TestPostBootGateRunsThePostBootPhase(t *testing.T) {
 		argv      []string
 		code      int
 		stdout    string
-		wantPhase string
+		wantPhase scheduler.Phase
 	}{
 		{"first boot ever", nil, nil, 0, "post-boot verdict: good (phase idle)", ""},
 		{"ordinary boot", &scheduler.State{Phase: scheduler.PhaseIdle}, nil, 0, "good (phase idle)", scheduler.PhaseIdle},

@@ -239,7 +239,7 @@ func (a *App) buildParts(ctx context.Context, pol *policy.Policy, f agentFlags, 
 	// The scheduler waits for inhibitors and warns users itself, so that it
 	// can look at the window again after each wait; the Rebooter only reboots.
 	rb := &reboot.Rebooter{Log: a.Logger, IgnoreInhibitors: true}
-	if !f.dryRun && pol.Reboot.Method == "logind" {
+	if !f.dryRun && pol.Reboot.Method == policy.RebootLogind {
 		if conn, err := dbus.ConnectSystemBus(); err == nil {
 			rb.Logind = logind.New(conn)
 			p.closers = append(p.closers, func() { conn.Close() })

@@ -21,11 +21,11 @@ import (
 // Known label values are exported as 0 from the start, so a query sees the
 // whole set and a change is one sample flipping.
 var (
-	phases = []string{scheduler.PhaseIdle, scheduler.PhaseAcquiring, scheduler.PhaseHolding,
+	phases = []scheduler.Phase{scheduler.PhaseIdle, scheduler.PhaseAcquiring, scheduler.PhaseHolding,
 		scheduler.PhaseRebooting, scheduler.PhasePostBoot, scheduler.PhaseFailed}
-	decisions = []string{scheduler.DecisionIdle, scheduler.DecisionWaitWindow, scheduler.DecisionWaitSlot,
+	decisions = []scheduler.Decision{scheduler.DecisionIdle, scheduler.DecisionWaitWindow, scheduler.DecisionWaitSlot,
 		scheduler.DecisionWaitHealth, scheduler.DecisionReboot, scheduler.DecisionPostBoot, scheduler.DecisionBlocked}
-	outcomes = []string{string(plugins.Pass), string(plugins.Fail), string(plugins.Error)}
+	outcomes = []plugins.Outcome{plugins.Pass, plugins.Fail, plugins.Error}
 )
 
 // Metrics holds the agent's metrics. It is a scheduler.Observer.
@@ -48,9 +48,9 @@ type Metrics struct {
 	lockerUpDesc   *prometheus.Desc
 
 	mu             sync.Mutex
-	phaseValues    []string
-	decisionValues []string
-	lastPhase      string
+	phaseValues    []scheduler.Phase
+	decisionValues []scheduler.Decision
+	lastPhase      scheduler.Phase
 	nextWindow     *time.Time
 	stagedVer      *string
 	checkNames     map[string]bool
@@ -108,10 +108,10 @@ func New(now func() time.Time) *Metrics {
 	m.phaseValues = slices.Clone(phases)
 	m.decisionValues = slices.Clone(decisions)
 	for _, p := range phases {
-		m.phase.WithLabelValues(p)
+		m.phase.WithLabelValues(string(p))
 	}
 	for _, d := range decisions {
-		m.decision.WithLabelValues(d)
+		m.decision.WithLabelValues(string(d))
 	}
 	for _, method := range lockerMethods {
 		m.lockDur.WithLabelValues(method)
@@ -133,7 +133,7 @@ func (m *Metrics) Handler() http.Handler {
 // Seed tells the metrics the phase persisted before this process started,
 // so an agent restarted while its reboot is pending does not count that
 // reboot again.
-func (m *Metrics) Seed(phase string) {
+func (m *Metrics) Seed(phase scheduler.Phase) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.lastPhase == "" {
@@ -189,10 +189,10 @@ func (m *Metrics) Observe(r scheduler.Result) {
 		// Each outcome is set once to its final value, so a scrape never
 		// sees a check with no outcome at 1.
 		for _, o := range outcomes {
-			m.checks.WithLabelValues(c.Name, o).Set(b2f(o == c.Outcome))
+			m.checks.WithLabelValues(c.Name, string(o)).Set(b2f(o == c.Outcome))
 		}
 		if !slices.Contains(outcomes, c.Outcome) {
-			m.checks.WithLabelValues(c.Name, c.Outcome).Set(1)
+			m.checks.WithLabelValues(c.Name, string(c.Outcome)).Set(1)
 		}
 	}
 	for name := range m.checkNames {
@@ -205,7 +205,7 @@ func (m *Metrics) Observe(r scheduler.Result) {
 
 // setOne sets value to 1 and every other series of v to 0, without a
 // moment in which a scrape could see none at 1.
-func setOne(v *prometheus.GaugeVec, known *[]string, value string) {
+func setOne[S ~string](v *prometheus.GaugeVec, known *[]S, value S) {
 	if value == "" {
 		return
 	}
@@ -213,7 +213,7 @@ func setOne(v *prometheus.GaugeVec, known *[]string, value string) {
 		*known = append(*known, value)
 	}
 	for _, k := range *known {
-		v.WithLabelValues(k).Set(b2f(k == value))
+		v.WithLabelValues(string(k)).Set(b2f(k == value))
 	}
 }
 

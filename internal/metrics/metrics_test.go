@@ -28,7 +28,7 @@ func ptr[T any](v T) *T { return &v }
 func scenario() []scheduler.Result {
 	staged := &scheduler.StagedInfo{State: "yes", Version: "4152.2.1", Reason: "update_engine: UPDATED_NEED_REBOOT"}
 	window := ptr(t0.Add(time.Hour))
-	pass := []scheduler.CheckRecord{{Name: "api", Outcome: string(plugins.Pass)}}
+	pass := []scheduler.CheckRecord{{Name: "api", Outcome: plugins.Pass}}
 	return []scheduler.Result{
 		{Decision: scheduler.DecisionIdle, Phase: scheduler.PhaseIdle, NextWindow: window, Staged: &scheduler.StagedInfo{State: "no"}},
 		{Decision: scheduler.DecisionWaitWindow, Phase: scheduler.PhaseIdle, NextWindow: window, Staged: staged},
@@ -37,7 +37,7 @@ func scenario() []scheduler.Result {
 		{Decision: scheduler.DecisionReboot, Phase: scheduler.PhaseRebooting, HoldingSlot: true, NextWindow: window, Staged: staged, Checks: pass},
 		{Decision: scheduler.DecisionPostBoot, Phase: scheduler.PhasePostBoot, HoldingSlot: true, NextWindow: window, Staged: &scheduler.StagedInfo{State: "no"}, Checks: pass},
 		{Decision: scheduler.DecisionIdle, Phase: scheduler.PhaseIdle, NextWindow: ptr(t0.Add(25 * time.Hour)), Staged: &scheduler.StagedInfo{State: "no"},
-			Checks: []scheduler.CheckRecord{{Name: "api", Outcome: string(plugins.Pass)}, {Name: "disk", Outcome: string(plugins.Fail)}}},
+			Checks: []scheduler.CheckRecord{{Name: "api", Outcome: plugins.Pass}, {Name: "disk", Outcome: plugins.Fail}}},
 	}
 }
 
@@ -161,7 +161,7 @@ func TestCurlShowsPhaseChanging(t *testing.T) {
 			}
 		}
 		t.Logf("after %s/%s: curl shows offpeak_phase{phase=%q} 1", r.Decision, r.Phase, strings.Join(current, ","))
-		if len(current) != 1 || current[0] != r.Phase {
+		if len(current) != 1 || current[0] != string(r.Phase) {
 			t.Fatalf("curl shows phase %v, want exactly [%s]\n%s", current, r.Phase, out)
 		}
 		if len(seen) == 0 || seen[len(seen)-1] != current[0] {
@@ -214,7 +214,7 @@ func TestRebootsCountedOncePerReboot(t *testing.T) {
 	rebooting := scheduler.Result{Decision: scheduler.DecisionReboot, Phase: scheduler.PhaseRebooting}
 	tests := []struct {
 		name   string
-		seed   string
+		seed   scheduler.Phase
 		events []scheduler.Result
 		want   float64
 	}{
@@ -349,7 +349,7 @@ func TestCheckAndStagedSeriesFollowTheLastResult(t *testing.T) {
 		missing []string
 	}{
 		{
-			scheduler.Result{Phase: scheduler.PhaseIdle, Staged: staged("1.0"), Checks: []scheduler.CheckRecord{{Name: "api", Outcome: string(plugins.Fail)}, {Name: "disk", Outcome: string(plugins.Pass)}}},
+			scheduler.Result{Phase: scheduler.PhaseIdle, Staged: staged("1.0"), Checks: []scheduler.CheckRecord{{Name: "api", Outcome: plugins.Fail}, {Name: "disk", Outcome: plugins.Pass}}},
 			map[string]float64{
 				`offpeak_staged_info{version="1.0"}`:               1,
 				`offpeak_check_result{name="api",outcome="fail"}`:  1,
@@ -360,7 +360,7 @@ func TestCheckAndStagedSeriesFollowTheLastResult(t *testing.T) {
 			nil,
 		},
 		{
-			scheduler.Result{Phase: scheduler.PhaseIdle, Staged: staged("1.1"), Checks: []scheduler.CheckRecord{{Name: "api", Outcome: string(plugins.Pass)}}},
+			scheduler.Result{Phase: scheduler.PhaseIdle, Staged: staged("1.1"), Checks: []scheduler.CheckRecord{{Name: "api", Outcome: plugins.Pass}}},
 			map[string]float64{
 				`offpeak_staged_info{version="1.1"}`:              1,
 				`offpeak_check_result{name="api",outcome="fail"}`: 0,

@@ -165,8 +165,8 @@ func (c *collector) validateFile(p *policy.Policy, m map[string]any, opts Option
 			}
 		case policy.DetectInstaller:
 		default:
-			kinds := []string{policy.DetectFile, policy.DetectCommand, policy.DetectInstaller}
-			c.addf(path+".kind", "must be one of %s, not %q%s", strings.Join(kinds, ", "), d.Kind, didYouMean(d.Kind, kinds))
+			kinds := []string{string(policy.DetectFile), string(policy.DetectCommand), string(policy.DetectInstaller)}
+			c.addf(path+".kind", "must be one of %s, not %q%s", strings.Join(kinds, ", "), d.Kind, didYouMean(string(d.Kind), kinds))
 		}
 	}
 	if backends := opts.backends(); has(m, "installer", "backend") && backends != nil && !slices.Contains(backends, p.Installer.Backend) {
@@ -179,7 +179,7 @@ func (c *collector) validateFile(p *policy.Policy, m map[string]any, opts Option
 		}
 		c.validatePluginConfig("installer.config", registry.KindInstaller, backend, p.Installer.Config, opts)
 	}
-	if has(m, "reboot", "method") && p.Reboot.Method != "logind" && p.Reboot.Method != "systemctl" {
+	if has(m, "reboot", "method") && p.Reboot.Method != policy.RebootLogind && p.Reboot.Method != policy.RebootSystemctl {
 		c.addf("reboot.method", "must be \"logind\" or \"systemctl\", not %q", p.Reboot.Method)
 	}
 	if has(m, "agent", "interval") && p.Agent.Interval.D() < time.Second {

@@ -92,7 +92,7 @@ func (n *Notifier) Observe(r scheduler.Result) {
 
 // StatusLine is the status text for a decision.
 func StatusLine(r scheduler.Result) string {
-	s := r.Decision + ": " + r.Reason
+	s := string(r.Decision) + ": " + r.Reason
 	if r.DryRun {
 		s += " [dry run]"
 	}

@@ -71,7 +71,7 @@ func TestReadyStatusStopping(t *testing.T) {
 		{scheduler.Result{Decision: scheduler.DecisionReboot, Reason: "would reboot now", DryRun: true}, "STATUS=reboot: would reboot now [dry run]"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.r.Decision, func(t *testing.T) {
+		t.Run(string(tt.r.Decision), func(t *testing.T) {
 			n.Observe(tt.r)
 			if got := next(t, ch); got != tt.want {
 				t.Fatalf("got %q, want %q", got, tt.want)

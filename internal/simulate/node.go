@@ -64,8 +64,8 @@ type node struct {
 	pending   bool
 	pendingAt time.Time
 
-	lastDecision string
-	lastPhase    string
+	lastDecision scheduler.Decision
+	lastPhase    scheduler.Phase
 	lastFrozen   bool // the last pass saw the group frozen
 	requests     int
 

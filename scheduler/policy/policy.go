@@ -111,40 +111,53 @@ func (l Lock) ServedGroups(nodeGroup string) map[string]int {
 type Health struct {
 	Name     string         `toml:"name" json:"name"`
 	Plugin   string         `toml:"plugin" json:"plugin"`
-	Phase    string         `toml:"phase" json:"phase"`
+	Phase    Phase          `toml:"phase" json:"phase"`
 	Timeout  Duration       `toml:"timeout" json:"timeout"`
 	Retries  int            `toml:"retries" json:"retries"`
 	Interval Duration       `toml:"interval" json:"interval"`
-	OnError  string         `toml:"on_error" json:"on_error"` // "fail" (default) or "pass"
+	OnError  OnError        `toml:"on_error" json:"on_error"` // "fail" (default) or "pass"
 	Config   map[string]any `toml:"config" json:"config,omitempty"`
 
 	Source Source `toml:"-" json:"-"`
 }
 
-// Health phases and on_error values.
+// Phase is when a health check runs.
+type Phase string
+
+// Health check phases.
 const (
-	PhasePreReboot = "pre-reboot"
-	PhasePostBoot  = "post-boot"
-	OnErrorFail    = "fail"
-	OnErrorPass    = "pass"
+	PhasePreReboot Phase = "pre-reboot"
+	PhasePostBoot  Phase = "post-boot"
+)
+
+// OnError is what a check that could not decide (outcome error) counts as.
+type OnError string
+
+// on_error values.
+const (
+	OnErrorFail OnError = "fail"
+	OnErrorPass OnError = "pass"
 )
 
 // Detect is one reboot-needed source.
 type Detect struct {
-	Kind       string   `toml:"kind" json:"kind"`               // file | command | installer
-	Path       string   `toml:"path" json:"path"`               // kind file
-	Argv       []string `toml:"argv" json:"argv"`               // kind command
-	NeededExit int      `toml:"needed_exit" json:"needed_exit"` // kind command; default 1
-	Timeout    Duration `toml:"timeout" json:"timeout"`
+	Kind       DetectKind `toml:"kind" json:"kind"`               // file | command | installer
+	Path       string     `toml:"path" json:"path"`               // kind file
+	Argv       []string   `toml:"argv" json:"argv"`               // kind command
+	NeededExit int        `toml:"needed_exit" json:"needed_exit"` // kind command; default 1
+	Timeout    Duration   `toml:"timeout" json:"timeout"`
 
 	Source Source `toml:"-" json:"-"`
 }
 
+// DetectKind is where a reboot-needed source looks.
+type DetectKind string
+
 // Detection kinds.
 const (
-	DetectFile      = "file"
-	DetectCommand   = "command"
-	DetectInstaller = "installer"
+	DetectFile      DetectKind = "file"
+	DetectCommand   DetectKind = "command"
+	DetectInstaller DetectKind = "installer"
 )
 
 // Installer chooses the update backend.
@@ -155,11 +168,20 @@ type Installer struct {
 
 // Reboot says how to reboot.
 type Reboot struct {
-	Method         string   `toml:"method" json:"method"` // logind | systemctl
-	Warn           Duration `toml:"warn" json:"warn"`     // broadcast this long before rebooting
-	Message        string   `toml:"message" json:"message"`
-	MaxInhibitWait Duration `toml:"max_inhibit_wait" json:"max_inhibit_wait"`
+	Method         RebootMethod `toml:"method" json:"method"` // logind | systemctl
+	Warn           Duration     `toml:"warn" json:"warn"`     // broadcast this long before rebooting
+	Message        string       `toml:"message" json:"message"`
+	MaxInhibitWait Duration     `toml:"max_inhibit_wait" json:"max_inhibit_wait"`
 }
+
+// RebootMethod is how the machine is rebooted.
+type RebootMethod string
+
+// Reboot methods.
+const (
+	RebootLogind    RebootMethod = "logind"
+	RebootSystemctl RebootMethod = "systemctl"
+)
 
 // Agent tunes the long-running loop.
 type Agent struct {
