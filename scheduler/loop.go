@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/offpeak/offpeak/plugins"
 )
 
 // minWake keeps the loop from spinning whatever the computed wake time.
@@ -30,42 +32,13 @@ func (a *Agent) Run(ctx context.Context) error {
 
 		wctx, cancel := context.WithCancel(ctx)
 		changed := make(chan struct{}, 1)
-		frozen := r.Lock != nil && r.Lock.Frozen
-		opaque := r.Lock != nil && r.Lock.Opaque
 		// A reload may replace the locker and node id: the watch keeps the
 		// ones of the pass it follows, and a reload ends it.
 		a.mu.Lock()
 		locker, nodeID, dryRun := a.opts.Locker, a.opts.NodeID, a.opts.DryRun
 		a.mu.Unlock()
-		if (r.Decision == DecisionWaitSlot || (r.Decision == DecisionBlocked && frozen)) && !opaque && locker != nil && !dryRun {
-			// Watch instead of polling: a freed slot or a thaw wakes the
-			// loop at once. Changes that free nothing for this node (another
-			// waiter took the slot) do not, so a crowd of waiters does not
-			// stampede the locker on every hand-off.
-			go func() {
-				rev := r.lockRevision
-				for {
-					st, err := locker.Wait(wctx, r.Group, rev)
-					if err != nil {
-						if errors.Is(err, context.Canceled) {
-							return
-						}
-						// The locker cannot watch right now: try again
-						// after a pause instead of spinning on it.
-						select {
-						case <-wctx.Done():
-						case <-a.opts.Clock.After(waitRetry):
-							changed <- struct{}{}
-						}
-						return
-					}
-					if st.Frozen != frozen || st.Holds(nodeID) || (!st.Frozen && len(st.Holders) < st.Slots) {
-						changed <- struct{}{}
-						return
-					}
-					rev = st.Revision
-				}
-			}()
+		if Watches(r) && locker != nil && !dryRun {
+			go a.watch(wctx, locker, r, nodeID, changed)
 		}
 		select {
 		case <-ctx.Done():
@@ -85,6 +58,53 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		cancel()
 	}
+}
+
+// watch waits on the locker after pass r until a change wakes the node
+// (Wakes), then signals changed. A Wait that fails signals after a pause,
+// so the loop does not spin on a locker that cannot watch right now.
+func (a *Agent) watch(ctx context.Context, locker Locker, r Result, nodeID string, changed chan<- struct{}) {
+	wasFrozen := r.Lock != nil && r.Lock.Frozen
+	rev := r.lockRevision
+	for {
+		st, err := locker.Wait(ctx, r.Group, rev)
+		if err != nil {
+			if errors.Is(err, context.Canceled) {
+				return
+			}
+			select {
+			case <-ctx.Done():
+			case <-a.opts.Clock.After(waitRetry):
+				changed <- struct{}{}
+			}
+			return
+		}
+		if Wakes(st, nodeID, wasFrozen) {
+			changed <- struct{}{}
+			return
+		}
+		rev = st.Revision
+	}
+}
+
+// Watches reports whether the loop watches the locker after a pass that
+// decided r, instead of waiting for its next period: while the node waits
+// for a slot, or is blocked by a frozen group, on a locker that can be
+// watched (not Opaque).
+func Watches(r Result) bool {
+	frozen := r.Lock != nil && r.Lock.Frozen
+	opaque := r.Lock != nil && r.Lock.Opaque
+	return (r.Decision == DecisionWaitSlot || (r.Decision == DecisionBlocked && frozen)) && !opaque
+}
+
+// Wakes is the wake rule: whether lock state st, seen by a watch opened
+// after a pass that saw the group frozen (wasFrozen) or not, wakes node.
+// It does when the group was frozen or thawed since, when node holds a
+// slot, or when a slot is free in a group not frozen. A change that frees
+// nothing for node (another waiter took the slot) does not, so a crowd of
+// waiters does not stampede the locker on every hand-off.
+func Wakes(st plugins.LockState, node string, wasFrozen bool) bool {
+	return st.Frozen != wasFrozen || st.Holds(node) || (!st.Frozen && len(st.Holders) < st.Slots)
 }
 
 // NextWake returns when the loop would evaluate again after r, for drivers

@@ -67,6 +67,7 @@ type node struct {
 	lastDecision scheduler.Decision
 	lastPhase    scheduler.Phase
 	lastFrozen   bool // the last pass saw the group frozen
+	watch        bool // the agent loop watches the locker after the last pass
 	requests     int
 
 	bootedRound    int
@@ -81,13 +82,6 @@ type node struct {
 	failing   bool
 
 	cycle *cycle // the slot this node holds, as the simulator saw it granted
-}
-
-// watching reports whether the agent loop keeps a watch open after the
-// node's last pass: waiting for a slot, or blocked by a frozen group.
-func (n *node) watching() bool {
-	return n.lastDecision == scheduler.DecisionWaitSlot ||
-		(n.lastDecision == scheduler.DecisionBlocked && n.lastFrozen)
 }
 
 // instance is one agent process; killing it makes every adapter it holds

@@ -24,6 +24,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/offpeak/offpeak/plugins"
 	"github.com/offpeak/offpeak/scheduler"
 	"github.com/offpeak/offpeak/scheduler/policy"
 	"github.com/offpeak/offpeak/strategies"
@@ -541,7 +542,8 @@ func (s *sim) stepNode(n *node) {
 	}
 	n.lastDecision, n.lastPhase = r.Decision, r.Phase
 	n.lastFrozen = r.Lock != nil && r.Lock.Frozen
-	if n.watching() && s.cfg.Baseline == "" {
+	n.watch = scheduler.Watches(r)
+	if n.watch && s.cfg.Baseline == "" {
 		// The agent loop opens a watch after such a pass.
 		n.requests++
 		s.watches++
@@ -576,19 +578,18 @@ func (s *sim) afterEvent(n *node) {
 		if s.cfg.Baseline != "" || s.done {
 			continue
 		}
-		frozen, free := s.frozen[g], s.slotFree(g)
+		st := s.lockState(g)
 		at := s.changedAt[g]
 		if at.Before(s.now) {
 			at = s.now
 		}
 		for _, w := range s.groupNodes[g] {
-			if w == n || w.status != statusUp || !w.watching() {
+			if w == n || w.status != statusUp || !w.watch {
 				continue
 			}
-			// The agent loop's filter: the group frozen or thawed since the
-			// node's pass, a slot it holds, or a free slot in a group not
-			// frozen. A grant that fills the last slot wakes nobody.
-			if w.lastFrozen == frozen && w.cycle == nil && (frozen || !free) {
+			// The agent loop's wake rule: a grant that fills the last
+			// slot wakes nobody.
+			if !scheduler.Wakes(st, w.id, w.lastFrozen) {
 				continue
 			}
 			if w.pending && !w.pendingAt.After(at) {
@@ -610,15 +611,16 @@ func (s *sim) onFreezeChanged(g int, at time.Time, frozen bool) {
 	s.frozen[g] = frozen
 }
 
-// slotFree reports whether group g has fewer slot holders than slots.
-func (s *sim) slotFree(g int) bool {
-	held := 0
-	for _, n := range s.lanes[g] {
-		if n != nil {
-			held++
+// lockState is group g as the agents' watch reads it: frozen or not, the
+// slot count, and as holders the nodes the simulator saw granted a slot.
+func (s *sim) lockState(g int) plugins.LockState {
+	st := plugins.LockState{Group: s.groupNames[g], Slots: s.cfg.Slots, Frozen: s.frozen[g]}
+	for _, n := range s.groupNodes[g] {
+		if n.cycle != nil {
+			st.Holders = append(st.Holders, plugins.Holder{ID: n.id})
 		}
 	}
-	return held < s.cfg.Slots
+	return st
 }
 
 func (s *sim) nodeByID(id string) *node {
