@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/offpeak/offpeak/internal/policyload"
-	"github.com/offpeak/offpeak/internal/state"
+	"github.com/offpeak/offpeak/internal/statefile"
 	filelocker "github.com/offpeak/offpeak/lockers/file"
 	"github.com/offpeak/offpeak/plugins"
 	"github.com/offpeak/offpeak/scheduler"
@@ -130,7 +130,7 @@ func (h *harness) agent(n *node, src string, mod func(*scheduler.Options)) *sche
 		Locker:   newFileLocker(h.t, h.lockd),
 		Detector: n,
 		Rebooter: n,
-		Store:    state.File{Path: filepath.Join(h.t.TempDir(), "state.json")},
+		Store:    statefile.File{Path: filepath.Join(h.t.TempDir(), "state.json")},
 		Checks: func(plugin string) (scheduler.HealthCheck, error) {
 			c, ok := h.checks[plugin]
 			if !ok {
@@ -375,7 +375,7 @@ func TestCrashAtEveryPhaseResumes(t *testing.T) {
 	n := &node{id: "node-a", staged: true}
 	statePath := filepath.Join(t.TempDir(), "state.json")
 	restart := func() *scheduler.Agent {
-		return h.agent(n, basePolicy, func(o *scheduler.Options) { o.Store = state.File{Path: statePath} })
+		return h.agent(n, basePolicy, func(o *scheduler.Options) { o.Store = statefile.File{Path: statePath} })
 	}
 	want(t, step(t, restart()), scheduler.DecisionReboot, "rebooting")
 	// Crash right after asking for the reboot, before it happened: the new
@@ -403,11 +403,11 @@ func TestCrashAtEveryPhaseResumes(t *testing.T) {
 
 func TestCorruptStateRefusesToStart(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "state.json")
-	if err := state.WriteAtomic(p, []byte("{"), 0o644); err != nil {
+	if err := statefile.WriteAtomic(p, []byte("{"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err := scheduler.New(scheduler.Options{Policy: mustPolicy(t, basePolicy), NodeID: "n", Locker: newFileLocker(t, t.TempDir()), Store: state.File{Path: p}})
-	if !errors.Is(err, state.ErrCorrupt) {
+	_, err := scheduler.New(scheduler.Options{Policy: mustPolicy(t, basePolicy), NodeID: "n", Locker: newFileLocker(t, t.TempDir()), Store: statefile.File{Path: p}})
+	if !errors.Is(err, statefile.ErrCorrupt) {
 		t.Fatalf("got %v", err)
 	}
 }
@@ -534,7 +534,7 @@ func TestRebootAnnouncedBeforeWarnDelay(t *testing.T) {
 	bn := broadcastingNode{node: n, broadcast: make(chan string, 1)}
 	ag := h.agent(n, basePolicy+"[reboot]\nwarn = \"5m\"\n", func(o *scheduler.Options) {
 		o.Observer = obs
-		o.Store = state.File{Path: statePath}
+		o.Store = statefile.File{Path: statePath}
 		o.Rebooter = bn
 	})
 	done := make(chan scheduler.Result, 1)
@@ -561,7 +561,7 @@ func TestRebootAnnouncedBeforeWarnDelay(t *testing.T) {
 		t.Error("interim result does not show the slot held")
 	}
 	var st scheduler.State
-	if err := (state.File{Path: statePath}).Load(&st); err != nil {
+	if err := (statefile.File{Path: statePath}).Load(&st); err != nil {
 		t.Fatal(err)
 	}
 	if st.Last == nil || st.Last.Reason != interim.Reason {
@@ -596,7 +596,7 @@ func TestStopDuringWarnDelayCancelsAnnouncedReboot(t *testing.T) {
 	bn := broadcastingNode{node: n, err: errors.New("wall: not found"), broadcast: make(chan string, 1)}
 	ag := h.agent(n, basePolicy+"[reboot]\nwarn = \"5m\"\n", func(o *scheduler.Options) {
 		o.Observer = obs
-		o.Store = state.File{Path: statePath}
+		o.Store = statefile.File{Path: statePath}
 		o.Rebooter = bn
 	})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -618,7 +618,7 @@ func TestStopDuringWarnDelayCancelsAnnouncedReboot(t *testing.T) {
 	}
 	want(t, res.r, scheduler.DecisionBlocked, "stopped during the warning delay")
 	var st scheduler.State
-	if err := (state.File{Path: statePath}).Load(&st); err != nil {
+	if err := (statefile.File{Path: statePath}).Load(&st); err != nil {
 		t.Fatal(err)
 	}
 	if st.Last == nil || st.Last.Decision != scheduler.DecisionBlocked {

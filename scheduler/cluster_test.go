@@ -18,11 +18,11 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 
-	"github.com/offpeak/offpeak/internal/state"
+	"github.com/offpeak/offpeak/internal/statefile"
 	etcdlocker "github.com/offpeak/offpeak/lockers/etcd"
 	"github.com/offpeak/offpeak/lockers/etcd/etcdembed"
-	"github.com/offpeak/offpeak/lockers/etcd/semaphore"
 	"github.com/offpeak/offpeak/lockers/lockertest"
+	"github.com/offpeak/offpeak/lockers/semaphore"
 	"github.com/offpeak/offpeak/plugins"
 	"github.com/offpeak/offpeak/scheduler"
 )
@@ -283,7 +283,7 @@ grace = "0s"
 		ag, err := scheduler.New(scheduler.Options{
 			Policy: mustPolicy(t, pol), NodeID: id, Hostname: id, BootID: n.BootID, Clock: clock,
 			Locker: releaseTracker{l, n}, Detector: n, Rebooter: n, Observer: fleetObserver{f, id},
-			Store:  state.File{Path: filepath.Join(t.TempDir(), "state.json")},
+			Store:  statefile.File{Path: filepath.Join(t.TempDir(), "state.json")},
 			Logger: slog.New(slog.DiscardHandler),
 		})
 		if err != nil {

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/offpeak/offpeak/internal/state"
+	"github.com/offpeak/offpeak/internal/statefile"
 	etcdlocker "github.com/offpeak/offpeak/lockers/etcd"
 	"github.com/offpeak/offpeak/lockers/etcd/etcdtest"
 	"github.com/offpeak/offpeak/plugins"
@@ -92,7 +92,7 @@ func TestOwnRecordAfterUnplannedRebootIsNoCollision(t *testing.T) {
 	h := newHarness(t, "2025-06-03T02:10:00Z")
 	pol := strings.Replace(basePolicy, "[post_boot]", "[reboot]\nwarn = \"5m\"\n[post_boot]", 1)
 	n := &node{id: "node-a", staged: true}
-	store := state.File{Path: filepath.Join(t.TempDir(), "state.json")}
+	store := statefile.File{Path: filepath.Join(t.TempDir(), "state.json")}
 	ag := h.agent(n, pol, func(o *scheduler.Options) { o.Store = store })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

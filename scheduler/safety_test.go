@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/offpeak/offpeak/internal/state"
+	"github.com/offpeak/offpeak/internal/statefile"
 	etcdlocker "github.com/offpeak/offpeak/lockers/etcd"
 	"github.com/offpeak/offpeak/lockers/etcd/etcdtest"
 	"github.com/offpeak/offpeak/plugins"
@@ -31,12 +31,12 @@ func TestUnknownStateContentRefusesToStart(t *testing.T) {
 	for _, tt := range corrupt {
 		t.Run(tt.name, func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "state.json")
-			if err := state.WriteAtomic(p, []byte(tt.content), 0o644); err != nil {
+			if err := statefile.WriteAtomic(p, []byte(tt.content), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			_, err := scheduler.New(scheduler.Options{Policy: mustPolicy(t, basePolicy), NodeID: "n", Locker: newFileLocker(t, t.TempDir()), Store: state.File{Path: p}})
-			if !errors.Is(err, state.ErrCorrupt) || !strings.Contains(err.Error(), tt.why) || !strings.Contains(err.Error(), p) {
-				t.Fatalf("%s: got %v; want state.ErrCorrupt naming %s and %q", tt.content, err, p, tt.why)
+			_, err := scheduler.New(scheduler.Options{Policy: mustPolicy(t, basePolicy), NodeID: "n", Locker: newFileLocker(t, t.TempDir()), Store: statefile.File{Path: p}})
+			if !errors.Is(err, statefile.ErrCorrupt) || !strings.Contains(err.Error(), tt.why) || !strings.Contains(err.Error(), p) {
+				t.Fatalf("%s: got %v; want statefile.ErrCorrupt naming %s and %q", tt.content, err, p, tt.why)
 			}
 		})
 	}
@@ -56,10 +56,10 @@ func TestUnknownStateContentRefusesToStart(t *testing.T) {
 	for _, tt := range valid {
 		t.Run(tt.name, func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "state.json")
-			if err := state.WriteAtomic(p, []byte(tt.content), 0o644); err != nil {
+			if err := statefile.WriteAtomic(p, []byte(tt.content), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			a, err := scheduler.New(scheduler.Options{Policy: mustPolicy(t, basePolicy), NodeID: "n", Locker: newFileLocker(t, t.TempDir()), Store: state.File{Path: p}})
+			a, err := scheduler.New(scheduler.Options{Policy: mustPolicy(t, basePolicy), NodeID: "n", Locker: newFileLocker(t, t.TempDir()), Store: statefile.File{Path: p}})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/offpeak/offpeak/internal/state"
+	"github.com/offpeak/offpeak/internal/statefile"
 )
 
 // InstallResult is how the last install into a slot ended.
@@ -69,7 +69,7 @@ func ReadInstallRecord(dir, partuuid string) (*InstallRecord, error) {
 		return nil, nil
 	}
 	var r InstallRecord
-	if err := (state.File{Path: recordPath(dir, partuuid)}).Load(&r); err != nil {
+	if err := (statefile.File{Path: recordPath(dir, partuuid)}).Load(&r); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, nil
 		}
@@ -114,5 +114,5 @@ func writeInstallRecord(dir string, r InstallRecord) error {
 	if dir == "" {
 		return nil
 	}
-	return state.File{Path: recordPath(dir, r.PARTUUID)}.Save(r)
+	return statefile.File{Path: recordPath(dir, r.PARTUUID)}.Save(r)
 }

@@ -17,7 +17,7 @@ import (
 
 	"github.com/offpeak/offpeak/installer/gpt"
 	"github.com/offpeak/offpeak/internal/printable"
-	"github.com/offpeak/offpeak/internal/state"
+	"github.com/offpeak/offpeak/internal/statefile"
 	"github.com/offpeak/offpeak/scheduler"
 )
 
@@ -340,7 +340,7 @@ func (a *App) readState() (scheduler.State, string, error) {
 	var st scheduler.State
 	for _, dry := range []bool{false, true} {
 		p := a.stateFile(dry)
-		err := state.File{Path: p}.Load(&st)
+		err := statefile.File{Path: p}.Load(&st)
 		if err == nil {
 			return st, p, nil
 		}

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/offpeak/offpeak/installer/gpt"
-	"github.com/offpeak/offpeak/internal/state"
+	"github.com/offpeak/offpeak/internal/statefile"
 	"github.com/offpeak/offpeak/scheduler"
 )
 
@@ -289,7 +289,7 @@ func TestStatusShowsInstallFailureBesideTheDecision(t *testing.T) {
 	saveState(t, root, scheduler.State{Phase: scheduler.PhaseIdle, Last: &scheduler.Result{Decision: scheduler.DecisionIdle, Reason: "no update staged", Time: time.Now()}})
 	rec := gpt.InstallRecord{Disk: "/dev/vda", Slot: "USR-B", PARTUUID: "e03dd35c-7c2d-4a47-b3fe-27f15780a57c", Result: gpt.InstallFailed,
 		Error: "image signature invalid: ed25519 signature does not verify", Started: time.Now()}
-	if err := (state.File{Path: filepath.Join(root, "var/lib/offpeak/install", rec.PARTUUID+".json")}).Save(rec); err != nil {
+	if err := (statefile.File{Path: filepath.Join(root, "var/lib/offpeak/install", rec.PARTUUID+".json")}).Save(rec); err != nil {
 		t.Fatal(err)
 	}
 	out, errOut, code := run(t, &App{Root: root}, "status")

@@ -14,7 +14,7 @@ import (
 
 	"github.com/offpeak/offpeak/internal/migrate"
 	"github.com/offpeak/offpeak/internal/policyload"
-	"github.com/offpeak/offpeak/internal/state"
+	"github.com/offpeak/offpeak/internal/statefile"
 )
 
 // maxMigrateInput bounds one source file: configuration, not data.
@@ -142,7 +142,7 @@ func writeNew(name string, data []byte, force bool) error {
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	return state.WriteAtomic(name, data, 0o644)
+	return statefile.WriteAtomic(name, data, 0o644)
 }
 
 func printMigrateNotes(w io.Writer, res *migrate.Result, outFile string) {

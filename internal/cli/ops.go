@@ -18,7 +18,7 @@ import (
 	"github.com/offpeak/offpeak/internal/coordinator"
 	"github.com/offpeak/offpeak/internal/metrics"
 	"github.com/offpeak/offpeak/internal/sdnotify"
-	"github.com/offpeak/offpeak/internal/state"
+	"github.com/offpeak/offpeak/internal/statefile"
 	"github.com/offpeak/offpeak/scheduler"
 	"github.com/offpeak/offpeak/scheduler/policy"
 )
@@ -189,7 +189,7 @@ func (a *App) startOps(ctx context.Context, pol *policy.Policy, f opsFlags) (*op
 	if f.metricsListen != "" {
 		o.metrics = metrics.New(a.Now)
 		var st scheduler.State
-		if err := (state.File{Path: a.stateFile(false)}).Load(&st); err == nil {
+		if err := (statefile.File{Path: a.stateFile(false)}).Load(&st); err == nil {
 			o.metrics.Seed(st.Phase)
 		}
 		o.server, err = metrics.Serve(f.metricsListen, o.metrics.Handler(), a.Logger)

@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/offpeak/offpeak/internal/state"
+	"github.com/offpeak/offpeak/internal/statefile"
 	"github.com/offpeak/offpeak/internal/systemdunit"
 	"github.com/offpeak/offpeak/scheduler"
 )
@@ -114,7 +114,7 @@ func (a *App) postBootVerdict(st scheduler.State) error {
 
 func (a *App) loadAgentState() (scheduler.State, error) {
 	var st scheduler.State
-	err := state.File{Path: a.stateFile(false)}.Load(&st)
+	err := statefile.File{Path: a.stateFile(false)}.Load(&st)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return st, err
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/offpeak/offpeak/internal/docgen"
-	"github.com/offpeak/offpeak/internal/state"
+	"github.com/offpeak/offpeak/internal/statefile"
 	"github.com/offpeak/offpeak/scheduler"
 )
 
@@ -157,7 +157,7 @@ func gateNode(t *testing.T, checkArgv ...string) (root, policyPath string) {
 
 func saveState(t *testing.T, root string, st scheduler.State) {
 	t.Helper()
-	if err := (state.File{Path: filepath.Join(root, "var/lib/offpeak/state.json")}).Save(st); err != nil {
+	if err := (statefile.File{Path: filepath.Join(root, "var/lib/offpeak/state.json")}).Save(st); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -165,7 +165,7 @@ func saveState(t *testing.T, root string, st scheduler.State) {
 func loadState(t *testing.T, root string) scheduler.State {
 	t.Helper()
 	var st scheduler.State
-	if err := (state.File{Path: filepath.Join(root, "var/lib/offpeak/state.json")}).Load(&st); err != nil {
+	if err := (statefile.File{Path: filepath.Join(root, "var/lib/offpeak/state.json")}).Load(&st); err != nil {
 		t.Fatal(err)
 	}
 	return st

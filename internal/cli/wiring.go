@@ -20,7 +20,7 @@ import (
 	"github.com/offpeak/offpeak/internal/pluginhost"
 	"github.com/offpeak/offpeak/internal/reboot"
 	"github.com/offpeak/offpeak/internal/registry"
-	"github.com/offpeak/offpeak/internal/state"
+	"github.com/offpeak/offpeak/internal/statefile"
 	"github.com/offpeak/offpeak/plugins"
 	"github.com/offpeak/offpeak/scheduler"
 	"github.com/offpeak/offpeak/scheduler/policy"
@@ -168,7 +168,7 @@ func (a *App) buildAgent(ctx context.Context, pol *policy.Policy, f agentFlags) 
 	opts := scheduler.Options{
 		Policy: c.Policy, NodeID: c.NodeID, Hostname: c.Hostname, BootID: a.bootID, Clock: clock,
 		Locker: c.Locker, Detector: c.Detector, Installer: c.Installer, Rebooter: c.Rebooter, Notifier: c.Notifier,
-		Checks: c.Checks, Observer: f.observer, Store: state.File{Path: a.stateFile(f.dryRun)}, DryRun: f.dryRun, Logger: a.Logger,
+		Checks: c.Checks, Observer: f.observer, Store: statefile.File{Path: a.stateFile(f.dryRun)}, DryRun: f.dryRun, Logger: a.Logger,
 	}
 	ag, err := scheduler.New(opts)
 	if err != nil {
@@ -183,7 +183,7 @@ func (a *App) buildAgent(ctx context.Context, pol *policy.Policy, f agentFlags) 
 // still be held.
 func (a *App) stateHoldsSlot(dryRun bool) bool {
 	var st scheduler.State
-	if err := (state.File{Path: a.stateFile(dryRun)}).Load(&st); err != nil {
+	if err := (statefile.File{Path: a.stateFile(dryRun)}).Load(&st); err != nil {
 		return false // missing: none; corrupt: the agent refuses to start
 	}
 	return st.Slot != nil

@@ -23,7 +23,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/offpeak/offpeak/internal/checks/checkutil"
+	"github.com/offpeak/offpeak/internal/httpx"
+	"github.com/offpeak/offpeak/internal/tlsutil"
 )
 
 // Kind names what happened.
@@ -145,24 +146,24 @@ func New(cfg Config, log *slog.Logger) *Webhook {
 }
 
 func (w *Webhook) setup(cfg Config) error {
-	u, err := checkutil.ParseHTTPURL(cfg.URL)
+	u, err := httpx.ParseURL(cfg.URL)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	w.url, w.target = u, checkutil.SafeURL(u)
+	w.url, w.target = u, httpx.SafeURL(u)
 	w.headers = http.Header{}
 	for k, v := range cfg.Headers {
-		if !checkutil.ValidHeader(k, v) {
+		if !httpx.ValidHeader(k, v) {
 			// The value may be a secret: name only the header.
 			return fmt.Errorf("%w: header %q has an invalid name or value", ErrConfig, k)
 		}
 		w.headers.Set(k, v)
 	}
-	tlsCfg, err := checkutil.TLSConfig(checkutil.TLSOptions{CAFile: cfg.CAFile})
+	tlsCfg, err := tlsutil.Client(tlsutil.Options{CAFile: cfg.CAFile})
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	w.client = checkutil.NewHTTPClient(tlsCfg)
+	w.client = httpx.NewClient(tlsCfg)
 	return nil
 }
 
@@ -233,7 +234,7 @@ func (w *Webhook) send(ctx context.Context, body []byte) (retry bool, err error)
 	started := time.Now()
 	resp, err := w.client.Do(req)
 	if err != nil {
-		return true, errors.New(checkutil.TransportError(ctx, started, err))
+		return true, errors.New(httpx.TransportError(ctx, started, err))
 	}
 	defer resp.Body.Close()
 	// Drain a little so the answer is complete; the content is not used.

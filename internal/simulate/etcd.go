@@ -17,7 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/offpeak/offpeak/lockers/etcd/etcdembed"
-	"github.com/offpeak/offpeak/lockers/etcd/semaphore"
+	"github.com/offpeak/offpeak/lockers/semaphore"
 )
 
 // airlockPrefix is where every group's semaphore key lives.

@@ -1,5 +1,6 @@
 // Package tlsutil builds client TLS settings from the file names operators
-// put in the policy, the same way for every locker, check and webhook.
+// put in the policy, the same way for every locker, check and webhook: the
+// one place offpeak sets up the client side of TLS.
 package tlsutil
 
 import (
@@ -51,4 +52,18 @@ func Client(o Options) (*tls.Config, error) {
 		cfg.Certificates = []tls.Certificate{cert}
 	}
 	return cfg, nil
+}
+
+// Optional is Client for a service reached over plain connections unless
+// TLS is configured: nil when o is empty, and errors prefixed with the
+// service's name.
+func Optional(service string, o Options) (*tls.Config, error) {
+	if o.Empty() {
+		return nil, nil
+	}
+	tc, err := Client(o)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", service, err)
+	}
+	return tc, nil
 }

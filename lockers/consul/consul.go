@@ -13,7 +13,8 @@
 //	<prefix>/groups/G/events/<ns>-<id>  reclaim history
 //
 // LockState.Revision is the X-Consul-Index of the group's key prefix; Wait
-// is a blocking query on that prefix.
+// is a blocking query on that prefix. The slot operations themselves are
+// lockers/semaphore's, shared with the etcd locker.
 package consul
 
 import (
@@ -34,7 +35,7 @@ import (
 
 	"github.com/offpeak/offpeak/internal/redact"
 	"github.com/offpeak/offpeak/internal/registry"
-	"github.com/offpeak/offpeak/lockers/etcd/semaphore"
+	"github.com/offpeak/offpeak/lockers/semaphore"
 	"github.com/offpeak/offpeak/plugins"
 )
 
@@ -70,10 +71,13 @@ type Config struct {
 // SecretKeys lists the settings `policy show` must not print.
 func (Config) SecretKeys() []string { return []string{"token"} }
 
-// Locker implements plugins.Locker on Consul KV.
+// Locker implements plugins.Locker on Consul KV. Status, Acquire, Release,
+// SetSlots, Freeze and Thaw are the semaphore engine's, on this locker's
+// store; Configure and Wait are its own.
 type Locker struct {
+	semaphore.Ops
+
 	log   *slog.Logger
-	ops   semaphore.Ops
 	block time.Duration // maxBlock; shorter in tests
 
 	mu      sync.Mutex
@@ -90,7 +94,7 @@ func newLocker(log *slog.Logger) *Locker {
 		log = slog.New(slog.DiscardHandler)
 	}
 	l := &Locker{log: log, block: maxBlock}
-	l.ops = semaphore.Ops{Name: "consul", Log: log, Now: time.Now, Open: l.open}
+	l.Ops = semaphore.Ops{Name: "consul", Log: log, Now: time.Now, Open: l.open}
 	return l
 }
 
@@ -285,39 +289,6 @@ func (g store) Commit(ctx context.Context, w semaphore.Write) (bool, uint64, *se
 		idx = meta.LastIndex
 	}
 	return true, idx, nil, nil
-}
-
-// Status returns the group's state.
-func (l *Locker) Status(ctx context.Context, group string) (plugins.LockState, error) {
-	return l.ops.Status(ctx, group)
-}
-
-// Acquire takes a slot with one transaction: CAS of the semaphore, the
-// holder's metadata, removal of reclaimed holders, and a check that the
-// freeze marker is still absent.
-func (l *Locker) Acquire(ctx context.Context, req plugins.AcquireRequest) (plugins.AcquireResult, error) {
-	return l.ops.Acquire(ctx, req)
-}
-
-// Release removes req.ID and its metadata.
-func (l *Locker) Release(ctx context.Context, req plugins.ReleaseRequest) error {
-	return l.ops.Release(ctx, req)
-}
-
-// SetSlots rewrites total_slots, creating the semaphore if needed.
-func (l *Locker) SetSlots(ctx context.Context, group string, slots int) (plugins.LockState, error) {
-	return l.ops.SetSlots(ctx, group, slots)
-}
-
-// Freeze sets total_slots to 0 and writes the freeze marker with the count
-// to restore, in one transaction.
-func (l *Locker) Freeze(ctx context.Context, req plugins.FreezeRequest) error {
-	return l.ops.Freeze(ctx, req)
-}
-
-// Thaw restores total_slots and deletes the freeze marker.
-func (l *Locker) Thaw(ctx context.Context, group string) error {
-	return l.ops.Thaw(ctx, group)
 }
 
 // Wait issues blocking queries on the group's prefix until its index moves

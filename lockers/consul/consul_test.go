@@ -16,9 +16,9 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/offpeak/offpeak/lockers/etcd/semaphore"
-	"github.com/offpeak/offpeak/lockers/etcd/semaphore/storetest"
 	"github.com/offpeak/offpeak/lockers/lockertest"
+	"github.com/offpeak/offpeak/lockers/semaphore"
+	"github.com/offpeak/offpeak/lockers/semaphore/storetest"
 	"github.com/offpeak/offpeak/plugins"
 )
 

@@ -15,7 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/offpeak/offpeak/lockers/etcd/etcdtest"
-	"github.com/offpeak/offpeak/lockers/etcd/semaphore"
+	"github.com/offpeak/offpeak/lockers/semaphore"
 	"github.com/offpeak/offpeak/plugins"
 )
 

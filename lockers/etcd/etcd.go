@@ -12,7 +12,9 @@
 //	<prefix>groups/G/events/<unixnano>-<id>    reclaim history
 //
 // LockState.Revision is the etcd store revision of the read that produced
-// it; Wait watches the group's keys from the next revision on.
+// it; Wait watches the group's keys from the next revision on. The slot
+// operations themselves are lockers/semaphore's, shared with the Consul
+// locker.
 package etcd
 
 import (
@@ -34,7 +36,8 @@ import (
 
 	"github.com/offpeak/offpeak/internal/redact"
 	"github.com/offpeak/offpeak/internal/registry"
-	"github.com/offpeak/offpeak/lockers/etcd/semaphore"
+	"github.com/offpeak/offpeak/internal/tlsutil"
+	"github.com/offpeak/offpeak/lockers/semaphore"
 	"github.com/offpeak/offpeak/plugins"
 )
 
@@ -66,10 +69,13 @@ type Config struct {
 // SecretKeys lists the settings `policy show` must not print.
 func (Config) SecretKeys() []string { return []string{"password"} }
 
-// Locker implements plugins.Locker on etcd v3.
+// Locker implements plugins.Locker on etcd v3. Status, Acquire, Release,
+// SetSlots, Freeze and Thaw are the semaphore engine's, on this locker's
+// store; Configure, Wait and Close are its own.
 type Locker struct {
+	semaphore.Ops
+
 	log *slog.Logger
-	ops semaphore.Ops
 
 	mu         sync.Mutex
 	configured bool
@@ -87,7 +93,7 @@ func newLocker(log *slog.Logger) *Locker {
 		log = slog.New(slog.DiscardHandler)
 	}
 	l := &Locker{log: log}
-	l.ops = semaphore.Ops{Name: "etcd", Log: log, Now: time.Now, Open: l.open}
+	l.Ops = semaphore.Ops{Name: "etcd", Log: log, Now: time.Now, Open: l.open}
 	return l
 }
 
@@ -122,7 +128,8 @@ func (l *Locker) Configure(ctx context.Context, raw json.RawMessage) error {
 	if (cfg.Username == "") != (cfg.Password == "") {
 		return fmt.Errorf("%w: etcd: username and password must be set together", plugins.ErrInvalidArgument)
 	}
-	tlsCfg, err := clientTLS(cfg)
+	tlsCfg, err := tlsutil.Optional("etcd", tlsutil.Options{CAFile: cfg.CAFile, CertFile: cfg.CertFile, KeyFile: cfg.KeyFile,
+		ServerName: cfg.ServerName, InsecureSkipVerify: cfg.InsecureSkipVerify})
 	if err != nil {
 		return err
 	}
@@ -290,43 +297,6 @@ func (g store) Commit(ctx context.Context, w semaphore.Write) (bool, uint64, *se
 	return true, uint64(resp.Header.Revision), nil, nil
 }
 
-// Status returns the group's state. A group never written has zero slots.
-func (l *Locker) Status(ctx context.Context, group string) (plugins.LockState, error) {
-	return l.ops.Status(ctx, group)
-}
-
-// Acquire takes a slot with one compare-and-swap transaction that also
-// writes the holder's metadata, deletes reclaimed holders and checks that
-// the group was not frozen meanwhile.
-func (l *Locker) Acquire(ctx context.Context, req plugins.AcquireRequest) (plugins.AcquireResult, error) {
-	return l.ops.Acquire(ctx, req)
-}
-
-// Release removes req.ID from the semaphore and deletes its metadata.
-func (l *Locker) Release(ctx context.Context, req plugins.ReleaseRequest) error {
-	return l.ops.Release(ctx, req)
-}
-
-// SetSlots rewrites total_slots, creating the semaphore if needed. Holders
-// are never removed.
-func (l *Locker) SetSlots(ctx context.Context, group string, slots int) (plugins.LockState, error) {
-	return l.ops.SetSlots(ctx, group, slots)
-}
-
-// Freeze sets total_slots to 0, so airlock refuses too, and writes the
-// freeze marker with the count to restore, in one transaction. Acquire
-// compares the marker's absence in its transaction, so a freeze and a
-// concurrent acquire cannot both win.
-func (l *Locker) Freeze(ctx context.Context, req plugins.FreezeRequest) error {
-	return l.ops.Freeze(ctx, req)
-}
-
-// Thaw restores total_slots and deletes the freeze marker; thawing a group
-// that is not frozen is a no-op.
-func (l *Locker) Thaw(ctx context.Context, group string) error {
-	return l.ops.Thaw(ctx, group)
-}
-
 // Wait watches the semaphore key and the group's offpeak keys from
 // revision+1 and returns the state after the first change. Changes made
 // after the caller's read but before Wait started are replayed by the watch,
@@ -368,13 +338,13 @@ func (l *Locker) Wait(ctx context.Context, group string, revision uint64) (plugi
 		if err := resp.Err(); err != nil {
 			if errors.Is(err, rpctypes.ErrCompacted) {
 				// The revision is gone; the caller re-reads and decides.
-				return l.ops.Status(ctx, group)
+				return l.Status(ctx, group)
 			}
 			return plugins.LockState{}, fmt.Errorf("etcd: watch of group %q: %w: %w", group, plugins.ErrUnavailable, err)
 		}
 		// Every event is a put or a delete, so any event is a change.
 		if len(resp.Events) > 0 {
-			return l.ops.Status(ctx, group)
+			return l.Status(ctx, group)
 		}
 	}
 }

@@ -15,9 +15,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/offpeak/offpeak/lockers/etcd/etcdtest"
-	"github.com/offpeak/offpeak/lockers/etcd/semaphore"
-	"github.com/offpeak/offpeak/lockers/etcd/semaphore/storetest"
 	"github.com/offpeak/offpeak/lockers/lockertest"
+	"github.com/offpeak/offpeak/lockers/semaphore"
+	"github.com/offpeak/offpeak/lockers/semaphore/storetest"
 	"github.com/offpeak/offpeak/plugins"
 )
 

@@ -20,7 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/offpeak/offpeak/internal/registry"
-	"github.com/offpeak/offpeak/internal/state"
+	"github.com/offpeak/offpeak/internal/statefile"
 	"github.com/offpeak/offpeak/plugins"
 )
 
@@ -205,7 +205,7 @@ func writeAtomic(path string, s semaphore) error {
 	if err != nil {
 		return err
 	}
-	return state.WriteAtomic(path, append(b, '\n'), 0o644)
+	return statefile.WriteAtomic(path, append(b, '\n'), 0o644)
 }
 
 func (l *Locker) state(group string, s semaphore) plugins.LockState {

@@ -3,7 +3,6 @@ package fleetlock
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -123,7 +122,8 @@ func (l *Locker) Configure(_ context.Context, raw json.RawMessage) error {
 	}
 	base.Path = strings.TrimSuffix(base.Path, "/")
 	base.RawQuery, base.Fragment = "", ""
-	tc, err := clientTLS(cfg)
+	tc, err := tlsutil.Optional("fleetlock", tlsutil.Options{CAFile: cfg.CAFile, CertFile: cfg.CertFile, KeyFile: cfg.KeyFile,
+		ServerName: cfg.ServerName, InsecureSkipVerify: cfg.InsecureSkipVerify})
 	if err != nil {
 		return err
 	}
@@ -176,18 +176,6 @@ func (l *Locker) Close() error {
 		hc.CloseIdleConnections()
 	}
 	return nil
-}
-
-func clientTLS(cfg Config) (*tls.Config, error) {
-	o := tlsutil.Options{CAFile: cfg.CAFile, CertFile: cfg.CertFile, KeyFile: cfg.KeyFile, ServerName: cfg.ServerName, InsecureSkipVerify: cfg.InsecureSkipVerify}
-	if o.Empty() {
-		return nil, nil
-	}
-	tc, err := tlsutil.Client(o)
-	if err != nil {
-		return nil, fmt.Errorf("fleetlock: %w", err)
-	}
-	return tc, nil
 }
 
 type settings struct {

@@ -34,6 +34,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/offpeak/offpeak/internal/checks/checkutil"
+	"github.com/offpeak/offpeak/internal/httpx"
 	"github.com/offpeak/offpeak/internal/registry"
 	"github.com/offpeak/offpeak/plugins"
 )
@@ -170,7 +171,7 @@ func (c *Check) Check(ctx context.Context, req plugins.CheckRequest) (plugins.Ch
 }
 
 func (c *Check) run(ctx context.Context, req plugins.CheckRequest, cfg *Config, started time.Time) plugins.CheckResult {
-	if r := checkutil.CtxReason(ctx, started); r != "" {
+	if r := httpx.CtxReason(ctx, started); r != "" {
 		return c.Result(plugins.Error, r, nil)
 	}
 	env, path := c.environ(req, cfg)
@@ -210,7 +211,7 @@ func (c *Check) run(ctx context.Context, req plugins.CheckRequest, cfg *Config, 
 	ws, _ := ps.Sys().(syscall.WaitStatus)
 	switch {
 	case ctxKilled && ws.Signaled() && ws.Signal() == syscall.SIGKILL:
-		return c.Result(plugins.Error, checkutil.CtxReason(ctx, started), details)
+		return c.Result(plugins.Error, httpx.CtxReason(ctx, started), details)
 	case ws.Exited() && ws.ExitStatus() == 0:
 		return c.Result(plugins.Pass, "exit status 0", details)
 	case ws.Exited():

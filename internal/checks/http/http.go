@@ -20,7 +20,9 @@ import (
 	"time"
 
 	"github.com/offpeak/offpeak/internal/checks/checkutil"
+	"github.com/offpeak/offpeak/internal/httpx"
 	"github.com/offpeak/offpeak/internal/registry"
+	"github.com/offpeak/offpeak/internal/tlsutil"
 	"github.com/offpeak/offpeak/plugins"
 )
 
@@ -71,13 +73,13 @@ func Module() registry.Module[plugins.HealthCheck] {
 
 // prepared is a validated Config ready to send.
 type prepared struct {
-	*checkutil.Request
+	*httpx.Request
 	expect []int
 	re     *regexp.Regexp
 }
 
 func prepare(ctx context.Context, cfg *Config) (*prepared, error) {
-	u, err := checkutil.ParseHTTPURL(cfg.URL)
+	u, err := httpx.ParseURL(cfg.URL)
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +108,7 @@ func prepare(ctx context.Context, cfg *Config) (*prepared, error) {
 			return nil, fmt.Errorf("%w: body_regex: %w", plugins.ErrInvalidArgument, err)
 		}
 	}
-	r, err := checkutil.NewRequest(ctx, method, u, checkutil.TLSOptions{
+	r, err := httpx.NewRequest(ctx, method, u, tlsutil.Options{
 		CAFile: cfg.CAFile, CertFile: cfg.ClientCert, KeyFile: cfg.ClientKey,
 		InsecureSkipVerify: cfg.InsecureSkipVerify,
 	})
@@ -118,7 +120,7 @@ func prepare(ctx context.Context, cfg *Config) (*prepared, error) {
 			r.Req.Host = v
 			continue
 		}
-		if !checkutil.ValidHeader(k, v) {
+		if !httpx.ValidHeader(k, v) {
 			// The value may be a secret: name only the header.
 			return nil, fmt.Errorf("%w: header %q has an invalid name or value", plugins.ErrInvalidArgument, k)
 		}

@@ -29,7 +29,9 @@ import (
 	"time"
 
 	"github.com/offpeak/offpeak/internal/checks/checkutil"
+	"github.com/offpeak/offpeak/internal/httpx"
 	"github.com/offpeak/offpeak/internal/registry"
+	"github.com/offpeak/offpeak/internal/tlsutil"
 	"github.com/offpeak/offpeak/plugins"
 )
 
@@ -170,12 +172,12 @@ func Module() registry.Module[plugins.HealthCheck] {
 }
 
 type prepared struct {
-	*checkutil.Request
+	*httpx.Request
 	filter filter
 }
 
 func prepare(ctx context.Context, cfg *Config) (*prepared, error) {
-	u, err := checkutil.ParseHTTPURL(cfg.URL)
+	u, err := httpx.ParseURL(cfg.URL)
 	if err != nil {
 		return nil, err
 	}
@@ -192,7 +194,7 @@ func prepare(ctx context.Context, cfg *Config) (*prepared, error) {
 		}
 		f.matchRegex[k] = re
 	}
-	r, err := checkutil.NewRequest(ctx, nethttp.MethodGet, u, checkutil.TLSOptions{CAFile: cfg.CAFile})
+	r, err := httpx.NewRequest(ctx, nethttp.MethodGet, u, tlsutil.Options{CAFile: cfg.CAFile})
 	if err != nil {
 		return nil, err
 	}

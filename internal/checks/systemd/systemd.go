@@ -12,6 +12,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/offpeak/offpeak/internal/checks/checkutil"
+	"github.com/offpeak/offpeak/internal/httpx"
 	"github.com/offpeak/offpeak/internal/registry"
 	"github.com/offpeak/offpeak/plugins"
 )
@@ -80,13 +81,13 @@ func (c *Check) Check(ctx context.Context, req plugins.CheckRequest) (plugins.Ch
 func (c *Check) run(ctx context.Context, cfg *Config, started time.Time) plugins.CheckResult {
 	conn, err := checkutil.ConnectBus(ctx, cfg.Bus)
 	if err != nil {
-		return c.Result(plugins.Error, "cannot connect to systemd: "+checkutil.ErrText(ctx, started, err), nil)
+		return c.Result(plugins.Error, "cannot connect to systemd: "+httpx.ErrText(ctx, started, err), nil)
 	}
 	defer conn.Close()
 	var states []unitStatus
 	err = conn.Object(busName, objectPath).CallWithContext(ctx, listUnitsByNames, 0, cfg.Units).Store(&states)
 	if err != nil {
-		return c.Result(plugins.Error, "cannot read unit states from systemd: "+checkutil.ErrText(ctx, started, err), nil)
+		return c.Result(plugins.Error, "cannot read unit states from systemd: "+httpx.ErrText(ctx, started, err), nil)
 	}
 	byName := make(map[string]unitStatus, len(states))
 	for _, s := range states {

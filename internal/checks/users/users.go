@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/offpeak/offpeak/internal/checks/checkutil"
+	"github.com/offpeak/offpeak/internal/httpx"
 	"github.com/offpeak/offpeak/internal/logind"
 	"github.com/offpeak/offpeak/internal/registry"
 	"github.com/offpeak/offpeak/plugins"
@@ -60,12 +61,12 @@ func (c *Check) Check(ctx context.Context, req plugins.CheckRequest) (plugins.Ch
 func (c *Check) run(ctx context.Context, cfg *Config, started time.Time) plugins.CheckResult {
 	conn, err := checkutil.ConnectBus(ctx, cfg.Bus)
 	if err != nil {
-		return c.Result(plugins.Error, "cannot connect to the system bus: "+checkutil.ErrText(ctx, started, err), nil)
+		return c.Result(plugins.Error, "cannot connect to the system bus: "+httpx.ErrText(ctx, started, err), nil)
 	}
 	defer conn.Close()
 	sessions, err := logind.New(conn).ListSessions(ctx)
 	if err != nil {
-		return c.Result(plugins.Error, "cannot list login sessions: "+checkutil.ErrText(ctx, started, err), nil)
+		return c.Result(plugins.Error, "cannot list login sessions: "+httpx.ErrText(ctx, started, err), nil)
 	}
 
 	includeRemote := cfg.IncludeRemote == nil || *cfg.IncludeRemote

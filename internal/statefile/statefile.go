@@ -1,7 +1,7 @@
-// Package state writes small JSON files atomically: a temporary file in the
+// Package statefile writes small JSON files atomically: a temporary file in the
 // same directory, fsync, rename, fsync of the directory. A crash at any point
 // leaves either the old or the new content, never a torn file.
-package state
+package statefile
 
 import (
 	"encoding/json"

@@ -10,7 +10,7 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/offpeak/offpeak/lockers/etcd/semaphore"
+	"github.com/offpeak/offpeak/lockers/semaphore"
 )
 
 // Run plays the guard cases on s, which must be an empty group.

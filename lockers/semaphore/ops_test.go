@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/offpeak/offpeak/lockers/etcd/semaphore"
-	"github.com/offpeak/offpeak/lockers/etcd/semaphore/storetest"
+	"github.com/offpeak/offpeak/lockers/semaphore"
+	"github.com/offpeak/offpeak/lockers/semaphore/storetest"
 	"github.com/offpeak/offpeak/plugins"
 )
 
