@@ -5,11 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"unicode/utf8"
 
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/offpeak/offpeak/plugins/pluginpb"
 )
@@ -84,8 +83,11 @@ type lockerServer struct {
 	impl Locker
 }
 
+// badRequest refuses a request the plugin side cannot decode or that is
+// out of range. It is ErrInvalidArgument to the host, as the same request
+// made in-process would be.
 func badRequest(format string, args ...any) error {
-	return status.Errorf(codes.InvalidArgument, "bad request from host: "+format, args...)
+	return toStatus(fmt.Errorf("%w: bad request from host: %s", ErrInvalidArgument, fmt.Sprintf(format, args...)))
 }
 
 func (s *lockerServer) Configure(ctx context.Context, req *pluginpb.ConfigureRequest) (*pluginpb.Empty, error) {
@@ -253,6 +255,16 @@ func (l *lockerClient) Configure(ctx context.Context, config json.RawMessage) er
 }
 
 func (l *lockerClient) Acquire(ctx context.Context, req AcquireRequest) (AcquireResult, error) {
+	h := req.Holder
+	if err := sendable("group", req.Group, "holder id", h.ID, "hostname", h.Hostname, "boot id", h.BootID,
+		"version", h.Version, "previous boot id", req.PreviousBootID); err != nil {
+		return AcquireResult{}, err
+	}
+	for k, v := range h.Meta {
+		if err := sendable("metadata key", k, "metadata value", v); err != nil {
+			return AcquireResult{}, err
+		}
+	}
 	resp, err := l.c.Acquire(ctx, &pluginpb.AcquireRequest{
 		Group:          req.Group,
 		Holder:         holderToPB(req.Holder),
@@ -281,11 +293,17 @@ func (l *lockerClient) Acquire(ctx context.Context, req AcquireRequest) (Acquire
 }
 
 func (l *lockerClient) Release(ctx context.Context, req ReleaseRequest) error {
+	if err := sendable("group", req.Group, "holder id", req.ID, "reason", req.Reason); err != nil {
+		return err
+	}
 	_, err := l.c.Release(ctx, &pluginpb.ReleaseRequest{Group: req.Group, Id: req.ID, Reason: req.Reason})
 	return fromStatus(err)
 }
 
 func (l *lockerClient) Status(ctx context.Context, group string) (LockState, error) {
+	if err := sendable("group", group); err != nil {
+		return LockState{}, err
+	}
 	resp, err := l.c.Status(ctx, &pluginpb.GroupRequest{Group: group})
 	if err != nil {
 		return LockState{}, fromStatus(err)
@@ -298,6 +316,9 @@ func (l *lockerClient) Status(ctx context.Context, group string) (LockState, err
 }
 
 func (l *lockerClient) Wait(ctx context.Context, group string, revision uint64) (LockState, error) {
+	if err := sendable("group", group); err != nil {
+		return LockState{}, err
+	}
 	resp, err := l.c.Wait(ctx, &pluginpb.WaitRequest{Group: group, Revision: revision})
 	if err != nil {
 		return LockState{}, fromStatus(err)
@@ -313,6 +334,9 @@ func (l *lockerClient) Wait(ctx context.Context, group string, revision uint64) 
 }
 
 func (l *lockerClient) SetSlots(ctx context.Context, group string, slots int) (LockState, error) {
+	if err := sendable("group", group); err != nil {
+		return LockState{}, err
+	}
 	resp, err := l.c.SetSlots(ctx, &pluginpb.SetSlotsRequest{Group: group, Slots: int64(slots)})
 	if err != nil {
 		return LockState{}, fromStatus(err)
@@ -328,13 +352,31 @@ func (l *lockerClient) SetSlots(ctx context.Context, group string, slots int) (L
 }
 
 func (l *lockerClient) Freeze(ctx context.Context, req FreezeRequest) error {
+	if err := sendable("group", req.Group, "reason", req.Reason, "by", req.By); err != nil {
+		return err
+	}
 	_, err := l.c.Freeze(ctx, &pluginpb.FreezeRequest{Group: req.Group, Reason: req.Reason, By: req.By, At: tsToPB(req.At), Slots: int64(req.Slots)})
 	return fromStatus(err)
 }
 
 func (l *lockerClient) Thaw(ctx context.Context, group string) error {
+	if err := sendable("group", group); err != nil {
+		return err
+	}
 	_, err := l.c.Thaw(ctx, &pluginpb.GroupRequest{Group: group})
 	return fromStatus(err)
+}
+
+// sendable refuses, as ErrInvalidArgument, text the wire cannot carry:
+// protobuf strings are UTF-8, and a call that fails to encode would
+// otherwise look like a broken connection. pairs are field name, value.
+func sendable(pairs ...string) error {
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if !utf8.ValidString(pairs[i+1]) {
+			return fmt.Errorf("%w: %s is not valid UTF-8", ErrInvalidArgument, pairs[i])
+		}
+	}
+	return nil
 }
 
 type checkClient struct{ c pluginpb.HealthCheckClient }

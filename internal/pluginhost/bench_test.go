@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/offpeak/offpeak/internal/pluginhost/internal/memlocker"
+	"github.com/offpeak/offpeak/lockers/memlocker"
 	"github.com/offpeak/offpeak/plugins"
 )
 

@@ -5,24 +5,19 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/offpeak/offpeak/lockers/memlocker"
 	"github.com/offpeak/offpeak/lockers/semaphore"
 	"github.com/offpeak/offpeak/lockers/semaphore/storetest"
 	"github.com/offpeak/offpeak/plugins"
 )
 
-// memStore is a semaphore.Store in memory: one group, a revision per
-// write; the semaphore's version is the revision that last wrote it.
+// memStore is memlocker's store with a count of reads and commits, and
+// lost races on demand.
 type memStore struct {
-	mu      sync.Mutex
-	rev     uint64
-	version uint64
-	sem     []byte
-	recs    map[string][]byte
-	recRev  map[string]uint64 // revision that last wrote each record
+	*memlocker.Store
 	commits int
 	reads   int
 	// lose makes that many guarded commits fail, as if another writer had
@@ -32,68 +27,42 @@ type memStore struct {
 	fresh bool
 }
 
-func newMemStore() *memStore {
-	return &memStore{recs: map[string][]byte{}, recRev: map[string]uint64{}}
-}
+func newMemStore() *memStore { return &memStore{Store: memlocker.NewStore()} }
 
-// frozenVersion is the freeze marker's revision, 0 when absent.
-func (m *memStore) frozenVersion() uint64 {
-	if _, ok := m.recs[semaphore.FrozenKey]; !ok {
-		return 0
-	}
-	return m.recRev[semaphore.FrozenKey]
-}
-
-func (m *memStore) Read(context.Context) (semaphore.Snapshot, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+func (m *memStore) Read(ctx context.Context) (semaphore.Snapshot, error) {
 	m.reads++
-	return m.snapshot()
+	return m.Store.Read(ctx)
 }
 
-func (m *memStore) snapshot() (semaphore.Snapshot, error) {
-	s := semaphore.Snapshot{Revision: m.rev}
-	if m.sem != nil {
-		if err := s.SetSem(m.sem, m.version); err != nil {
-			return semaphore.Snapshot{}, err
-		}
-	}
-	for k, v := range m.recs {
-		if err := s.AddRecord(k, v, m.recRev[k]); err != nil {
-			return semaphore.Snapshot{}, err
-		}
-	}
-	return s, nil
-}
-
-func (m *memStore) Commit(_ context.Context, w semaphore.Write) (bool, uint64, *semaphore.Snapshot, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+func (m *memStore) Commit(ctx context.Context, w semaphore.Write) (bool, uint64, *semaphore.Snapshot, error) {
 	m.commits++
-	lost := w.Guarded && m.lose > 0
-	if lost {
+	var (
+		ok    bool
+		rev   uint64
+		fresh *semaphore.Snapshot
+		err   error
+	)
+	if w.Guarded && m.lose > 0 {
 		m.lose--
+		var s semaphore.Snapshot
+		s, err = m.Store.Read(ctx)
+		fresh = &s
+	} else {
+		ok, rev, fresh, err = m.Store.Commit(ctx, w)
 	}
-	if lost || (w.Guarded && (w.Version != m.version || (w.GuardFrozen && m.frozenVersion() != w.FrozenVersion))) {
-		if !m.fresh {
-			return false, 0, nil, nil
-		}
-		s, err := m.snapshot()
-		return false, 0, &s, err
+	if !m.fresh {
+		fresh = nil
 	}
-	m.rev++
-	if w.Sem != nil {
-		m.sem, m.version = w.Sem, m.rev
+	return ok, rev, fresh, err
+}
+
+// rev is the store's revision, read without counting.
+func (m *memStore) rev(t *testing.T) uint64 {
+	s, err := m.Store.Read(context.Background())
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, op := range w.Ops {
-		if op.Delete {
-			delete(m.recs, op.Key)
-			delete(m.recRev, op.Key)
-		} else {
-			m.recs[op.Key], m.recRev[op.Key] = op.Value, m.rev
-		}
-	}
-	return true, m.rev, nil, nil
+	return s.Revision
 }
 
 func testOps(m *memStore) (*semaphore.Ops, *int) {
@@ -144,8 +113,8 @@ func TestAcquireRetriesLostRaces(t *testing.T) {
 	if m.commits != semaphore.MaxCASAttempts {
 		t.Fatalf("%d commits, want %d", m.commits, semaphore.MaxCASAttempts)
 	}
-	if res.State.Revision != m.rev {
-		t.Fatalf("state revision %d, want the write's %d", res.State.Revision, m.rev)
+	if res.State.Revision != m.rev(t) {
+		t.Fatalf("state revision %d, want the write's %d", res.State.Revision, m.rev(t))
 	}
 
 	// A holder's refresh is a guarded write too.
@@ -180,7 +149,7 @@ func TestRefusalsWriteNothing(t *testing.T) {
 	}
 	m.commits = 0
 	res, err := o.Acquire(ctx, plugins.AcquireRequest{Group: "g", Slots: 1, Holder: plugins.Holder{ID: "n2"}})
-	if err != nil || res.Granted || res.State.Revision != m.rev || !res.State.Holds("n1") {
+	if err != nil || res.Granted || res.State.Revision != m.rev(t) || !res.State.Holds("n1") {
 		t.Fatalf("Acquire in a full group = %+v, %v", res, err)
 	}
 	if err := o.Release(ctx, plugins.ReleaseRequest{Group: "g", ID: "n2"}); !errors.Is(err, plugins.ErrNotHolder) {

@@ -50,10 +50,11 @@ func (l *locker) Configure(_ context.Context, raw json.RawMessage) error {
 
 // errorKinds maps the service's error kinds to the SDK's sentinels.
 var errorKinds = map[string]error{
-	"not_holder":       plugins.ErrNotHolder,
-	"frozen":           plugins.ErrFrozen,
-	"conflict":         plugins.ErrConflict,
-	"invalid_argument": plugins.ErrInvalidArgument,
+	"not_holder":        plugins.ErrNotHolder,
+	"frozen":            plugins.ErrFrozen,
+	"conflict":          plugins.ErrConflict,
+	"invalid_argument":  plugins.ErrInvalidArgument,
+	"node_id_collision": plugins.ErrNodeIDCollision,
 }
 
 type apiError struct {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/offpeak/offpeak/lockers/lockertest"
 	"github.com/offpeak/offpeak/plugins"
 )
 
@@ -56,11 +57,26 @@ func TestLockerAgainstDemoService(t *testing.T) {
 	if err := l.Freeze(ctx, plugins.FreezeRequest{Group: "web", Reason: "bad boot", By: "a"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.Acquire(ctx, plugins.AcquireRequest{Group: "web", Slots: 1, Holder: plugins.Holder{ID: "b"}}); !errors.Is(err, plugins.ErrFrozen) {
-		t.Fatalf("acquire while frozen: %v", err)
+	if res, err := l.Acquire(ctx, plugins.AcquireRequest{Group: "web", Slots: 1, Holder: plugins.Holder{ID: "b"}}); err != nil || res.Granted || !res.State.Frozen || res.State.FrozenReason != "bad boot" {
+		t.Fatalf("acquire while frozen: %+v, %v; want refused with the frozen state", res, err)
 	}
 	srv.Close()
 	if _, err := l.Status(ctx, "web"); !errors.Is(err, plugins.ErrUnavailable) {
 		t.Fatalf("service down: %v", err)
 	}
+}
+
+// TestConformanceOverTheWire runs offpeak's locker conformance suite on the
+// plugin as offpeak sees it: every call crosses the plugin protocol, then
+// the HTTP API of the demo service.
+func TestConformanceOverTheWire(t *testing.T) {
+	srv := httptest.NewServer(newService())
+	t.Cleanup(srv.Close)
+	lockertest.Run(t, func(t *testing.T) plugins.Locker {
+		w := plugins.RoundTrip(t, plugins.ServeOpts{Name: "counter-locker", Version: version, Locker: newLocker(slog.New(slog.DiscardHandler))})
+		if err := w.Locker.Configure(lockertest.Ctx(t), []byte(`{"url":"`+srv.URL+`"}`)); err != nil {
+			t.Fatal(err)
+		}
+		return w.Locker
+	})
 }

@@ -50,3 +50,26 @@ func TestHold(t *testing.T) {
 }
 
 func ptr(s string) *string { return &s }
+
+// TestHoldOverTheWire asks the check as offpeak does, over the plugin
+// protocol: the verdict and the reason come back as the plugin gave them,
+// and a bad setting comes back as ErrInvalidArgument.
+func TestHoldOverTheWire(t *testing.T) {
+	w := plugins.RoundTrip(t, plugins.ServeOpts{Name: "maintenance-hold", Version: version,
+		HealthCheck: &hold{log: slog.New(slog.DiscardHandler), now: time.Now}})
+	if w.Locker != nil {
+		t.Fatal("a locker dispensed for a check plugin")
+	}
+	path := filepath.Join(t.TempDir(), "hold")
+	if err := os.WriteFile(path, []byte("bob: kernel bisect\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, err := w.HealthCheck.Check(context.Background(), plugins.CheckRequest{Name: "hold", Phase: plugins.PhasePreReboot, Config: []byte(`{"path":"` + path + `"}`)})
+	if err != nil || res.Outcome != plugins.Fail || res.Reason != "maintenance hold: bob: kernel bisect" {
+		t.Fatalf("got %+v, %v", res, err)
+	}
+	_, err = w.HealthCheck.Check(context.Background(), plugins.CheckRequest{Name: "hold", Phase: plugins.PhasePreReboot, Config: []byte(`{"pth":"x"}`)})
+	if !errors.Is(err, plugins.ErrInvalidArgument) {
+		t.Fatalf("unknown key: %v", err)
+	}
+}

@@ -21,7 +21,7 @@ import (
 
 	"github.com/hashicorp/go-plugin"
 
-	"github.com/offpeak/offpeak/internal/pluginhost/internal/memlocker"
+	"github.com/offpeak/offpeak/lockers/memlocker"
 	"github.com/offpeak/offpeak/plugins"
 )
 
@@ -34,7 +34,7 @@ func main() {
 		opts := plugins.ServeOpts{Name: os.Args[4], Version: "builtin-test"}
 		switch os.Args[3] {
 		case "locker":
-			opts.Locker = &locker{mem: memlocker.New(), log: log}
+			opts.Locker = newLocker(log)
 		case "check":
 			opts.HealthCheck = &check{log: log}
 		default:
@@ -45,7 +45,7 @@ func main() {
 		return
 	}
 	mode := strings.TrimPrefix(filepath.Base(os.Args[0]), "offpeak-plugin-")
-	opts := plugins.ServeOpts{Name: mode, Version: "1.2.3", Locker: &locker{mem: memlocker.New(), log: log}, HealthCheck: &check{log: log}}
+	opts := plugins.ServeOpts{Name: mode, Version: "1.2.3", Locker: newLocker(log), HealthCheck: &check{log: log}}
 	switch mode {
 	case "noisy":
 		fmt.Println("hello from a plugin that talks too much")
@@ -111,6 +111,15 @@ func fault(ctx context.Context, key string) (handled bool, err error) {
 	return true, errors.New("testplugin: plain failure")
 }
 
+// newLocker is the plugin's locker: the in-memory one without a clock, so
+// a holder comes back exactly as the host sent it (no AcquiredAt stamped),
+// which is what the host's tests check of the wire.
+func newLocker(log *slog.Logger) *locker {
+	mem := memlocker.New()
+	mem.Now = func() time.Time { return time.Time{} }
+	return &locker{mem: mem, log: log}
+}
+
 type locker struct {
 	mem *memlocker.Locker
 	log *slog.Logger
@@ -140,7 +149,14 @@ func (l *locker) Acquire(ctx context.Context, req plugins.AcquireRequest) (plugi
 		// Claims a grant without listing the holder.
 		return plugins.AcquireResult{Granted: true, State: plugins.LockState{Group: req.Group, Slots: 1}}, nil
 	}
-	return l.mem.Acquire(ctx, req)
+	res, err := l.mem.Acquire(ctx, req)
+	if err == nil && !res.Granted && res.State.Frozen {
+		// The host's tests check that ErrFrozen crosses the wire, so this
+		// plugin refuses with it where a locker may also answer "not
+		// granted, frozen".
+		return plugins.AcquireResult{}, fmt.Errorf("testplugin: group %q: %w", req.Group, plugins.ErrFrozen)
+	}
+	return res, err
 }
 
 func (l *locker) Release(ctx context.Context, req plugins.ReleaseRequest) error {
