@@ -41,8 +41,9 @@ func win(name, start, dur, tz, cutoff string) string {
 	return s
 }
 
-// TestWindowStarts pins the time rules of DESIGN.md on fixed dates: the first
-// window after "from" must open and close exactly at the given instants.
+// TestWindowStarts pins the README's time rules ("Time semantics") on fixed
+// dates: the first window after "from" must open and close exactly at the
+// given instants.
 func TestWindowStarts(t *testing.T) {
 	tests := []struct {
 		name       string
